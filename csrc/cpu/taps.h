@@ -1,0 +1,116 @@
+// The CPU kernels' view of a delayed convolution: every weight becomes one or
+// two "taps", each a coefficient on one observation of one readout ring.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "selection.h"
+#include "step_args.h"
+
+namespace delayconv {
+namespace cpu {
+
+// Output positions [lo, hi) whose input position x * stride - pad + offset
+// lies inside [0, size): the rest read the zero padding.
+struct Span {
+  int64_t lo;
+  int64_t hi;
+};
+
+inline Span valid_span(int64_t out_size,
+                       int64_t in_size,
+                       int64_t stride,
+                       int64_t pad,
+                       int64_t offset) {
+  const int64_t first = pad - offset;
+  int64_t lo = first <= 0 ? 0 : (first + stride - 1) / stride;
+  const int64_t last = in_size - 1 + pad - offset;
+  int64_t hi = last < 0 ? 0 : last / stride + 1;
+  lo = std::min(lo, out_size);
+  hi = std::max(std::min(hi, out_size), lo);
+  return {lo, hi};
+}
+
+// One weight's coefficient on one observation: readout ring `ring`, absolute
+// ring slot `slot`, input channel `c` at kernel offset (i, j).
+template <typename T>
+struct Tap {
+  int64_t ring;
+  int64_t slot;
+  int64_t c;
+  int64_t i;
+  int64_t j;
+  T value;
+};
+
+// Taps grouped by filter, and per filter the constant that weights whose
+// delay lies beyond the maximum contribute (weight times the overbound).
+template <typename T>
+struct TapTable {
+  std::vector<std::vector<Tap<T>>> per_filter;
+  std::vector<T> constant;
+};
+
+// Builds the taps of every weight from its delay, with the ring's newest
+// observation at slot `head`; a tap's value is the weight times its
+// coefficient.
+template <typename T>
+TapTable<T> build_taps(const StepArgs& args,
+                       const StepShape& s,
+                       const T* weight,
+                       const T* delay,
+                       int64_t head) {
+  const ReadoutParams<T> readout = args.readout<T>();
+  const T step_time = static_cast<T>(args.step_time);
+  const T max_delay = static_cast<T>(args.max_delay);
+  const T tolerance = static_cast<T>(args.tolerance);
+  const int rings = readout_rings(args.kind);
+  const int64_t taps_per_filter = s.channels * s.kernel_h * s.kernel_w;
+
+  TapTable<T> table;
+  table.per_filter.resize(s.filters);
+  table.constant.assign(s.filters, T(0));
+  for (int64_t f = 0; f < s.filters; ++f) {
+    auto& taps = table.per_filter[f];
+    taps.reserve(taps_per_filter * rings);
+    for (int64_t n = 0; n < taps_per_filter; ++n) {
+      const int64_t index = f * taps_per_filter + n;
+      const int64_t c = n / (s.kernel_h * s.kernel_w);
+      const int64_t i = (n / s.kernel_w) % s.kernel_h;
+      const int64_t j = n % s.kernel_w;
+      const T w = weight[index];
+      const Location<T> where =
+          locate(delay[index], step_time, max_delay, tolerance, s.records);
+      if (!where.inbound && args.current_overbound.has_value()) {
+        table.constant[f] += w * static_cast<T>(*args.current_overbound);
+        continue;
+      }
+      const int64_t older = slot_back(head, where.older, s.records);
+      const int64_t newer = slot_back(head, where.newer, s.records);
+      for (int ring = 0; ring < rings; ++ring) {
+        const TapPair<T> pair = tap_pair(readout, where, ring);
+        if (pair.older != T(0)) {
+          taps.push_back({ring, older, c, i, j, w * pair.older});
+        }
+        if (pair.newer != T(0) && newer != older) {
+          taps.push_back({ring, newer, c, i, j, w * pair.newer});
+        }
+      }
+    }
+    // Taps reading the same input plane run back to back, which keeps that
+    // plane in cache.
+    std::stable_sort(
+        taps.begin(), taps.end(), [](const Tap<T>& a, const Tap<T>& b) {
+          return a.c != b.c
+                     ? a.c < b.c
+                     : (a.ring != b.ring ? a.ring < b.ring : a.slot < b.slot);
+        });
+  }
+  return table;
+}
+
+}  // namespace cpu
+}  // namespace delayconv

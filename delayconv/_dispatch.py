@@ -1,0 +1,161 @@
+"""Chooses how a step runs: the compiled operators or the PyTorch reference."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+
+import torch
+
+from . import _ops, reference
+from .geometry import ConvGeometry
+from .synapses import Synapse
+
+BACKENDS = ("auto", "compiled", "reference")
+_backend = "auto"
+_warned: set[tuple[str, torch.dtype]] = set()
+
+
+def get_backend() -> str:
+    """The backend in force: ``auto``, ``compiled`` or ``reference``."""
+    return _backend
+
+
+def set_backend(name: str) -> None:
+    """Selects how :class:`~delayconv.Conv2D` computes a step.
+
+    ``auto`` (the default) uses the compiled operators where they are built for
+    the tensors' device and dtype, else the reference with a one-time warning;
+    ``compiled`` insists on them; ``reference`` always runs the readable
+    pure-PyTorch implementation.
+    """
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"'name' must be one of {BACKENDS}, got {name!r}")
+    _backend = name
+
+
+@contextlib.contextmanager
+def backend(name: str) -> Iterator[None]:
+    """Runs a block under another backend, restoring the previous one after."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def _compiled_reason(weight: torch.Tensor) -> str | None:
+    """Why the compiled operators cannot run on ``weight``'s device and dtype,
+    or None when they can."""
+    if not _ops.AVAILABLE:
+        return (
+            "delayconv's compiled operators are not built ("
+            f"{_ops.LOAD_ERROR}); reinstall with pip install --no-build-isolation ."
+        )
+    device = weight.device.type
+    if not _ops.has_kernel(device):
+        return (
+            f"this build of delayconv has no {device.upper()} kernels; rebuild it "
+            "where the CUDA toolkit and a CUDA build of torch are installed, with "
+            "FORCE_CUDA=1 pip install --no-build-isolation ."
+        )
+    if device == "cpu" and weight.dtype not in (torch.float32, torch.float64):
+        return (
+            f"the CPU kernels compute in float32 or float64, not {weight.dtype}; "
+            "convert the layer with .float()"
+        )
+    return None
+
+
+def _use_compiled(weight: torch.Tensor) -> bool:
+    if _backend == "reference":
+        return False
+    reason = _compiled_reason(weight)
+    if reason is None:
+        return True
+    if _backend == "compiled" or weight.device.type != "cpu":
+        raise RuntimeError(reason)
+    key = (weight.device.type, weight.dtype)
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(
+            f"{reason}. Falling back to the pure-PyTorch reference, which is much "
+            "slower.",
+            stacklevel=4,
+        )
+    return False
+
+
+def step(
+    synapse: Synapse,
+    inputs: tuple[torch.Tensor, ...],
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delay: torch.Tensor | None,
+    geometry: ConvGeometry,
+) -> torch.Tensor:
+    """Runs one step of ``synapse`` and the convolution; updates the ring."""
+    synapse.match_dtype(weight.dtype)
+    injected = None
+    for extra in inputs[1:]:
+        injected = extra if injected is None else injected + extra
+    if _use_compiled(weight):
+        return _compiled_step(
+            synapse, inputs[0], injected, weight, bias, delay, geometry
+        )
+
+    out, spikes, currents, head = reference.step(
+        synapse.spec(),
+        synapse.spike_ring,
+        synapse.current_ring,
+        synapse.ring_head,
+        inputs[0],
+        injected,
+        weight,
+        bias,
+        delay,
+        geometry,
+    )
+    with torch.no_grad():
+        synapse.spike_ring.copy_(spikes)
+        synapse.current_ring.copy_(currents)
+        synapse.ring_head.copy_(head)
+    return out
+
+
+def _compiled_step(
+    synapse: Synapse,
+    x: torch.Tensor,
+    injected: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delay: torch.Tensor | None,
+    geometry: ConvGeometry,
+) -> torch.Tensor:
+    spec = synapse.spec()
+    if spec.kind != _ops.SynapseKind.DELTA_PLUS:
+        injected = None
+    config = _ops.step_config(spec, geometry)
+    tensors = (x, injected, weight, bias, delay)
+    if torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors
+    ):
+        out, spikes, currents, head = torch.ops.delayconv.step(
+            synapse.spike_ring,
+            synapse.current_ring,
+            synapse.ring_head,
+            *tensors,
+            *config,
+        )
+        # The ring the backward pass saved must stay as it was, so the new one
+        # replaces it instead of being copied into it.
+        synapse.spike_ring = spikes.detach()
+        synapse.current_ring = currents.detach()
+        synapse.ring_head = head.detach()
+        return out
+    return torch.ops.delayconv.step_(
+        synapse.spike_ring, synapse.current_ring, synapse.ring_head, *tensors, *config
+    )
