@@ -10,6 +10,7 @@ import torch
 
 from . import _ops, reference
 from .geometry import ConvGeometry
+from .kinds import Interpolation, SynapseKind
 from .synapses import Synapse
 
 BACKENDS = ("auto", "compiled", "reference")
@@ -89,6 +90,54 @@ def _use_compiled(weight: torch.Tensor) -> bool:
     return False
 
 
+def _check_delay_grad(synapse: Synapse, delay: torch.Tensor | None) -> None:
+    if delay is None or not (delay.requires_grad and torch.is_grad_enabled()):
+        return
+    spec = synapse.spec()
+    flat = spec.interp in (Interpolation.PREVIOUS, Interpolation.NEAREST)
+    if spec.kind in (SynapseKind.DELTA, SynapseKind.DELTA_PLUS) and flat:
+        raise ValueError(
+            f"the delays require grad, but interp_mode={synapse.interp_mode!r} reads "
+            "the ring as a step function of the delay, whose gradient is zero; make "
+            "the synapse with interp_mode='linear' to learn delays"
+        )
+
+
+def _commit(synapse: Synapse, spikes, currents, head) -> None:
+    with torch.no_grad():
+        synapse.spike_ring.copy_(spikes)
+        synapse.current_ring.copy_(currents)
+        synapse.ring_head.copy_(head)
+
+
+def sequence(
+    synapse: Synapse,
+    inputs: torch.Tensor,
+    injected: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delay: torch.Tensor | None,
+    geometry: ConvGeometry,
+) -> torch.Tensor:
+    """Runs ``T`` steps (inputs ``T x B x C x H x W``); updates the ring."""
+    synapse.match_dtype(weight.dtype)
+    _check_delay_grad(synapse, delay)
+    outputs, spikes, currents, head = reference.sequence(
+        synapse.spec(),
+        synapse.spike_ring,
+        synapse.current_ring,
+        synapse.ring_head,
+        inputs,
+        injected,
+        weight,
+        bias,
+        delay,
+        geometry,
+    )
+    _commit(synapse, spikes, currents, head)
+    return outputs
+
+
 def step(
     synapse: Synapse,
     inputs: tuple[torch.Tensor, ...],
@@ -99,6 +148,7 @@ def step(
 ) -> torch.Tensor:
     """Runs one step of ``synapse`` and the convolution; updates the ring."""
     synapse.match_dtype(weight.dtype)
+    _check_delay_grad(synapse, delay)
     injected = None
     for extra in inputs[1:]:
         injected = extra if injected is None else injected + extra
@@ -119,10 +169,7 @@ def step(
         delay,
         geometry,
     )
-    with torch.no_grad():
-        synapse.spike_ring.copy_(spikes)
-        synapse.current_ring.copy_(currents)
-        synapse.ring_head.copy_(head)
+    _commit(synapse, spikes, currents, head)
     return out
 
 

@@ -404,33 +404,77 @@ class Conv2D(nn.Module):
             self.synapse, inputs, self.weight, self.bias, delay, self.geometry
         )
 
+    def forward_sequence(
+        self, inputs: torch.Tensor, *injected: torch.Tensor
+    ) -> torch.Tensor:
+        """Runs ``T`` simulation steps in one call.
+
+        Continues from the present state and leaves it as ``T`` calls of
+        :meth:`forward` would. Differentiable through the whole sequence: with
+        respect to floating-point inputs, the injected currents, ``weight``,
+        ``bias`` and ``delay`` (see :func:`delayconv.reference.gradient_taps`
+        for how a delay's gradient is defined).
+
+        Args:
+            inputs: ``T x B x C x H x W`` input.
+            *injected: injected currents shaped like ``inputs``
+                (``DeltaPlusCurrent`` only; summed).
+
+        Returns:
+            ``T x B x F x Hout x Wout`` in the weight dtype.
+        """
+        expected = (inputs.shape[0], *self.batched_inshape) if _is_5d(inputs) else None
+        if expected is None:
+            raise ValueError(
+                "'inputs' must be 5-D, T x B x C x H x W with B x C x H x W = "
+                f"{self.batched_inshape}, got {_describe(inputs)}"
+            )
+        self._check_tensor("inputs", inputs, expected, floating=False)
+        for index, extra in enumerate(injected, start=1):
+            self._check_tensor(
+                f"injected current {index}", extra, expected, floating=True
+            )
+        if not isinstance(self.synapse, Synapse):
+            raise TypeError(
+                "forward_sequence needs a delayconv synapse model; "
+                f"{type(self.synapse).__name__} runs one step at a time with forward()"
+            )
+
+        total = None
+        for extra in injected:
+            total = extra if total is None else total + extra
+        delay = self.delay if self.delayedby else None
+        return _dispatch.sequence(
+            self.synapse, inputs, total, self.weight, self.bias, delay, self.geometry
+        )
+
     def _check_inputs(self, inputs: tuple[torch.Tensor, ...]) -> None:
         if not inputs:
             raise TypeError(
                 f"forward() takes an input of shape {self.batched_inshape}, got none"
             )
-        expected = self.batched_inshape
-        device = self.weight.device
         for index, value in enumerate(inputs):
             name = "input" if index == 0 else f"injected current {index}"
-            if not isinstance(value, torch.Tensor):
-                raise TypeError(
-                    f"'{name}' must be a torch.Tensor, got {type(value).__name__}"
-                )
-            if tuple(value.shape) != expected:
-                raise ValueError(_shape_message(name, value, expected))
-            if value.device != device:
-                raise ValueError(
-                    f"'{name}' must be on the layer's device {device}, got a tensor "
-                    f"on {value.device}; move one of them with .to()"
-                )
-            if value.is_complex() or (index > 0 and not value.is_floating_point()):
-                kinds = (
-                    "bool, integer or floating point"
-                    if index == 0
-                    else "floating point"
-                )
-                raise TypeError(f"'{name}' must be {kinds}, got {value.dtype}")
+            self._check_tensor(name, value, self.batched_inshape, floating=index > 0)
+
+    def _check_tensor(
+        self, name: str, value: Any, expected: tuple[int, ...], *, floating: bool
+    ) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(
+                f"'{name}' must be a torch.Tensor, got {type(value).__name__}"
+            )
+        if tuple(value.shape) != tuple(expected):
+            raise ValueError(_shape_message(name, value, tuple(expected)))
+        device = self.weight.device
+        if value.device != device:
+            raise ValueError(
+                f"'{name}' must be on the layer's device {device}, got a tensor "
+                f"on {value.device}; move one of them with .to()"
+            )
+        if value.is_complex() or (floating and not value.is_floating_point()):
+            kinds = "floating point" if floating else "bool, integer or floating point"
+            raise TypeError(f"'{name}' must be {kinds}, got {value.dtype}")
 
     def _generic_forward(
         self, inputs: tuple[torch.Tensor, ...], kwargs: dict[str, Any]
@@ -459,16 +503,29 @@ def _check_output(geometry: ConvGeometry) -> None:
         )
 
 
+def _is_5d(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 5
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dim()}-D shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
 def _shape_message(name: str, value: torch.Tensor, expected: tuple[int, ...]) -> str:
     got = tuple(value.shape)
+    layout = "T x B x C x H x W" if len(expected) == 5 else "B x C x H x W"
     if len(got) != len(expected):
         return (
-            f"'{name}' must be 4-D, B x C x H x W = {expected}, got {len(got)}-D "
-            f"shape {got}"
+            f"'{name}' must be {len(expected)}-D, {layout} = {expected}, got "
+            f"{len(got)}-D shape {got}"
         )
-    if got[0] != expected[0] and got[1:] == expected[1:]:
+    batch = len(expected) - 4
+    if got[batch] != expected[batch] and got[batch + 1 :] == expected[batch + 1 :]:
         return (
-            f"'{name}' has batch {got[0]} but the layer's batch size is {expected[0]}; "
+            f"'{name}' has batch {got[batch]} but the layer's batch size is "
+            f"{expected[batch]}; "
             f"set batchsz first (it clears the synaptic state)"
         )
     return f"'{name}' must have shape {expected}, got {got}"

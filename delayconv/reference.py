@@ -146,6 +146,54 @@ def tap_coefficients(
     return pairs
 
 
+def gradient_taps(
+    spec: SynapseSpec, delay: torch.Tensor, records: int
+) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Zero-valued taps that carry the gradient of a delayed read to the delay.
+
+    The forward value of a delayed read is piecewise smooth, and flat where a
+    delay snaps onto an observation. Its gradient is defined instead as that of
+    the interpolation formula on the step interval ``[k, k + 1]`` (in steps
+    back) that holds the delay: the right derivative at an observation, the
+    left one at the maximum delay, and zero outside ``[0, max_delay]``, where
+    the delay is clamped. Linear interpolation differentiates as
+    ``(ring[k + 1] - ring[k]) / dt``, exponential decay as
+    ``ring[k + 1] exp(-s / tau) / tau`` with ``s`` the time from the older
+    observation. ``previous`` and ``nearest`` are flat and have no gradient.
+
+    Returns, per readout ring, ``(steps, coefficient)`` pairs whose
+    coefficients are exactly zero but whose derivative is the one above.
+    """
+    dt = spec.step_time
+    newer = (delay.detach() / dt).floor().clamp(0, max(records - 2, 0)).long()
+    older = newer + 1
+    inside = ((delay >= 0) & (delay <= spec.max_delay)).to(delay.dtype)
+    s = (older.to(delay.dtype) * dt - delay) * inside
+
+    if spec.kind in (SynapseKind.DELTA, SynapseKind.DELTA_PLUS):
+        scale = spec.spike_charge / dt if spec.kind == SynapseKind.DELTA else 1.0
+        fraction = s / dt
+        pairs = [(scale * (1 - fraction) * inside, scale * fraction * inside)]
+    else:
+        taus = (
+            [spec.tau_a]
+            if spec.kind == SynapseKind.SINGLE_EXPONENTIAL
+            else [
+                spec.tau_a,
+                spec.tau_b,
+            ]
+        )
+        pairs = [
+            ((1.0 if index == 0 else -1.0) * torch.exp(-s / tau) * inside, None)
+            for index, tau in enumerate(taus)
+        ]
+    return [
+        [(older, g_older - g_older.detach())]
+        + ([] if g_newer is None else [(newer, g_newer - g_newer.detach())])
+        for g_older, g_newer in pairs
+    ]
+
+
 def read_current(
     spec: SynapseSpec,
     rings: list[torch.Tensor],
@@ -218,26 +266,33 @@ def delayed_conv2d(
         return F.conv2d(current, weight, bias, **conv)
 
     records = spike_ring.shape[0]
-    located = locate(delay, spec.step_time, spec.max_delay, records, spec.tolerance)
+    located = locate(
+        delay.detach(), spec.step_time, spec.max_delay, records, spec.tolerance
+    )
     rings = readout_rings(spec, spike_ring, current_ring)
     back = torch.remainder(head - torch.arange(records, device=head.device), records)
+    taps = [
+        [(located.older, older), (located.newer, newer)]
+        for older, newer in tap_coefficients(spec, located)
+    ]
+    if spec.current_overbound is not None:
+        taps = [
+            [(steps, torch.where(located.inbound, coef, 0.0)) for steps, coef in pair]
+            for pair in taps
+        ]
+    if delay.requires_grad:
+        for ring_taps, extra in zip(
+            taps, gradient_taps(spec, delay, records), strict=True
+        ):
+            ring_taps.extend(extra)
 
     out = None
-    for ring, (older_coef, newer_coef) in zip(
-        rings, tap_coefficients(spec, located), strict=True
-    ):
-        if spec.current_overbound is not None:
-            older_coef = torch.where(located.inbound, older_coef, 0.0)
-            newer_coef = torch.where(located.inbound, newer_coef, 0.0)
+    for ring, ring_taps in zip(rings, taps, strict=True):
         spread = torch.zeros(
             (records, *weight.shape), dtype=weight.dtype, device=weight.device
         )
-        spread = spread.scatter_add(
-            0, located.older.unsqueeze(0), (weight * older_coef)[None]
-        )
-        spread = spread.scatter_add(
-            0, located.newer.unsqueeze(0), (weight * newer_coef)[None]
-        )
+        for steps, coef in ring_taps:
+            spread = spread.scatter_add(0, steps.unsqueeze(0), (weight * coef)[None])
         stacked_weight = spread.transpose(0, 1).flatten(1, 2)
         stacked_input = ring.index_select(0, back).transpose(0, 1).flatten(1, 2)
         term = F.conv2d(stacked_input, stacked_weight, None, **conv)
@@ -280,3 +335,44 @@ def step(
         spec, spike_ring, current_ring, new_head, weight, bias, delay, geometry
     )
     return out, spike_ring, current_ring, new_head
+
+
+def sequence(
+    spec: SynapseSpec,
+    spike_ring: torch.Tensor,
+    current_ring: torch.Tensor,
+    head: torch.Tensor,
+    inputs: torch.Tensor,
+    injected: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    delay: torch.Tensor | None,
+    geometry: ConvGeometry,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``T`` steps (inputs ``T x B x C x H x W``), as :func:`step` in a loop.
+
+    Returns the outputs ``T x B x F x Hout x Wout`` and the ring after the last
+    step; everything is differentiable through the ring, across steps.
+    """
+    outputs = []
+    for t in range(inputs.shape[0]):
+        out, spike_ring, current_ring, head = step(
+            spec,
+            spike_ring,
+            current_ring,
+            head,
+            inputs[t],
+            None if injected is None else injected[t],
+            weight,
+            bias,
+            delay,
+            geometry,
+        )
+        outputs.append(out)
+    if outputs:
+        stacked = torch.stack(outputs)
+    else:
+        batch = inputs.shape[1]
+        shape = (0, batch, weight.shape[0], geometry.out_height, geometry.out_width)
+        stacked = weight.new_zeros(shape)
+    return stacked, spike_ring, current_ring, head
