@@ -30,18 +30,23 @@ TORCH_LIBRARY(delayconv, m) {
       "Tensor(c!) ring_head, Tensor input, Tensor? injected, Tensor weight, "
       "Tensor? bias, Tensor? delay, " DELAYCONV_STEP_CONFIG ") -> Tensor");
 
-  // The same step without mutation: returns the output and the ring after
-  // the step (spikes, currents, head). Differentiable from Python.
+  // T steps without mutation, for autograd. inputs and injected are
+  // T x B x C x H x W; returns the outputs (T x B x F x Hout x Wout) and the
+  // history of observations, oldest first: the R observations of the ring
+  // before the sequence, then the T new ones. spike_history is
+  // (R + T) x B x C x H x W, current_history K x (R + T) x B x C x H x W.
   m.def(
-      "step(Tensor spike_ring, Tensor current_ring, Tensor ring_head, "
-      "Tensor input, Tensor? injected, Tensor weight, Tensor? bias, "
-      "Tensor? delay, " DELAYCONV_STEP_CONFIG
-      ") -> (Tensor, Tensor, Tensor, Tensor)");
+      "sequence(Tensor spike_ring, Tensor current_ring, Tensor ring_head, "
+      "Tensor inputs, Tensor? injected, Tensor weight, Tensor? bias, "
+      "Tensor? delay, " DELAYCONV_STEP_CONFIG ") -> (Tensor, Tensor, Tensor)");
 
-  // Gradients of a step from the ring after it: with respect to the newest
-  // observation of each readout ring, the weight, the bias and the delay.
+  // Gradients of a sequence from its history: with respect to the inputs,
+  // the injected currents, the weight, the bias and the delay. Gradients that
+  // output_mask leaves out come back empty.
   m.def(
-      "step_backward(Tensor grad_out, Tensor spike_ring, Tensor current_ring, "
-      "Tensor ring_head, Tensor weight, Tensor? delay, " DELAYCONV_STEP_CONFIG
-      ", bool[4] output_mask) -> (Tensor, Tensor, Tensor, Tensor)");
+      "sequence_backward(Tensor grad_outputs, Tensor spike_history, "
+      "Tensor current_history, Tensor weight, Tensor? "
+      "delay, " DELAYCONV_STEP_CONFIG
+      ", bool[5] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
 }

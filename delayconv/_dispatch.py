@@ -48,16 +48,16 @@ def backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def _compiled_reason(weight: torch.Tensor) -> str | None:
-    """Why the compiled operators cannot run on ``weight``'s device and dtype,
-    or None when they can."""
+def _compiled_reason(weight: torch.Tensor, op: str) -> str | None:
+    """Why the compiled operator ``op`` cannot run on ``weight``'s device and
+    dtype, or None when it can."""
     if not _ops.AVAILABLE:
         return (
             "delayconv's compiled operators are not built ("
             f"{_ops.LOAD_ERROR}); reinstall with pip install --no-build-isolation ."
         )
     device = weight.device.type
-    if not _ops.has_kernel(device):
+    if not _ops.has_kernel(device, op):
         return (
             f"this build of delayconv has no {device.upper()} kernels; rebuild it "
             "where the CUDA toolkit and a CUDA build of torch are installed, with "
@@ -71,10 +71,10 @@ def _compiled_reason(weight: torch.Tensor) -> str | None:
     return None
 
 
-def _use_compiled(weight: torch.Tensor) -> bool:
+def _use_compiled(weight: torch.Tensor, op: str) -> bool:
     if _backend == "reference":
         return False
-    reason = _compiled_reason(weight)
+    reason = _compiled_reason(weight, op)
     if reason is None:
         return True
     if _backend == "compiled" or weight.device.type != "cpu":
@@ -152,9 +152,34 @@ def step(
     injected = None
     for extra in inputs[1:]:
         injected = extra if injected is None else injected + extra
-    if _use_compiled(weight):
-        return _compiled_step(
-            synapse, inputs[0], injected, weight, bias, delay, geometry
+    tensors = (inputs[0], injected, weight, bias, delay)
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in tensors
+    )
+    if needs_grad:
+        # A differentiable step is a sequence of one: the sequence operators
+        # keep what the backward pass needs.
+        extra = None if injected is None else injected[None]
+        outputs = sequence(
+            synapse, inputs[0][None], extra, weight, bias, delay, geometry
+        )
+        return outputs[0]
+
+    if _use_compiled(weight, "step_"):
+        spec = synapse.spec()
+        config = _ops.step_config(spec, geometry)
+        if spec.kind != SynapseKind.DELTA_PLUS:
+            injected = None
+        return torch.ops.delayconv.step_(
+            synapse.spike_ring,
+            synapse.current_ring,
+            synapse.ring_head,
+            inputs[0],
+            injected,
+            weight,
+            bias,
+            delay,
+            *config,
         )
 
     out, spikes, currents, head = reference.step(
@@ -171,38 +196,3 @@ def step(
     )
     _commit(synapse, spikes, currents, head)
     return out
-
-
-def _compiled_step(
-    synapse: Synapse,
-    x: torch.Tensor,
-    injected: torch.Tensor | None,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    delay: torch.Tensor | None,
-    geometry: ConvGeometry,
-) -> torch.Tensor:
-    spec = synapse.spec()
-    if spec.kind != _ops.SynapseKind.DELTA_PLUS:
-        injected = None
-    config = _ops.step_config(spec, geometry)
-    tensors = (x, injected, weight, bias, delay)
-    if torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in tensors
-    ):
-        out, spikes, currents, head = torch.ops.delayconv.step(
-            synapse.spike_ring,
-            synapse.current_ring,
-            synapse.ring_head,
-            *tensors,
-            *config,
-        )
-        # The ring the backward pass saved must stay as it was, so the new one
-        # replaces it instead of being copied into it.
-        synapse.spike_ring = spikes.detach()
-        synapse.current_ring = currents.detach()
-        synapse.ring_head = head.detach()
-        return out
-    return torch.ops.delayconv.step_(
-        synapse.spike_ring, synapse.current_ring, synapse.ring_head, *tensors, *config
-    )

@@ -3,10 +3,10 @@
 ``torch.ops.delayconv`` holds the operators once ``delayconv._C`` is loaded:
 
 * ``step_``: one step in place (the ring is mutated); no autograd;
-* ``step``: the same step without mutation, returning the output and the ring
-  after the step; differentiable through ``step_backward``;
-* ``step_backward``: gradients of a step with respect to the newest
-  observation, the weight, the bias and the delay.
+* ``sequence``: ``T`` steps without mutation, returning the outputs and the
+  history of observations; differentiable through ``sequence_backward``;
+* ``sequence_backward``: gradients of a sequence with respect to the inputs,
+  the injected currents, the weight, the bias and the delay.
 
 The fake kernels check their arguments in the same words as the C++ checks
 (``csrc/step_args.cpp``), so that tracing fails where running would.
@@ -393,26 +393,14 @@ if AVAILABLE:
         shape = (spike_ring.shape[1], weight.shape[0], out_h, out_w)
         return weight.new_empty(shape)
 
-    @torch.library.register_fake("delayconv::step")
-    def _step_fake(*args):
-        out_h, out_w = _check_all("delayconv.step", args)
-        spike_ring, current_ring, ring_head, weight = args[0], args[1], args[2], args[5]
-        shape = (spike_ring.shape[1], weight.shape[0], out_h, out_w)
-        return (
-            weight.new_empty(shape),
-            torch.empty_like(spike_ring),
-            torch.empty_like(current_ring),
-            torch.empty_like(ring_head),
-        )
 
-
-def has_kernel(device_type: str) -> bool:
-    """Whether this build registered the step operators for a device type."""
+def has_kernel(device_type: str, op: str = "step_") -> bool:
+    """Whether this build registered operator ``op`` for a device type."""
     if not AVAILABLE:
         return False
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "delayconv::step_", key
+        f"delayconv::{op}", key
     )
 
 

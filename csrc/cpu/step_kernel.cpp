@@ -32,7 +32,6 @@ namespace cpu {
 namespace {
 
 constexpr const char* kStepInPlace = "delayconv.step_";
-constexpr const char* kStep = "delayconv.step";
 
 // The synapse model's update of one element: writes the newest spike and
 // recorded currents at slot `next` from those at slot `previous`. The
@@ -420,75 +419,11 @@ at::Tensor step_inplace_cpu(at::Tensor& spike_ring,
                   delay);
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> step_cpu(
-    const at::Tensor& spike_ring,
-    const at::Tensor& current_ring,
-    const at::Tensor& ring_head,
-    const at::Tensor& input,
-    const std::optional<at::Tensor>& injected,
-    const at::Tensor& weight,
-    const std::optional<at::Tensor>& bias,
-    const std::optional<at::Tensor>& delay,
-    c10::IntArrayRef stride,
-    c10::IntArrayRef padding,
-    c10::IntArrayRef dilation,
-    int64_t kind,
-    double spike_charge,
-    double tau_a,
-    double tau_b,
-    double step_time,
-    double max_delay,
-    int64_t interp,
-    double tolerance,
-    std::optional<double> current_overbound) {
-  const StepArgs args = make_step_args(kStep,
-                                       stride,
-                                       padding,
-                                       dilation,
-                                       kind,
-                                       spike_charge,
-                                       tau_a,
-                                       tau_b,
-                                       step_time,
-                                       max_delay,
-                                       interp,
-                                       tolerance,
-                                       current_overbound);
-  const StepShape s = check_step_tensors(kStep,
-                                         args,
-                                         spike_ring,
-                                         current_ring,
-                                         ring_head,
-                                         input,
-                                         injected,
-                                         weight,
-                                         bias,
-                                         delay);
-  check_cpu_dtype(kStep, weight);
-
-  at::Tensor spikes = spike_ring.clone(at::MemoryFormat::Contiguous);
-  at::Tensor currents = current_ring.clone(at::MemoryFormat::Contiguous);
-  at::Tensor head = ring_head.clone();
-  at::Tensor out = run_step(kStep,
-                            args,
-                            s,
-                            spikes,
-                            currents,
-                            head,
-                            input,
-                            injected,
-                            weight,
-                            bias,
-                            delay);
-  return {out, spikes, currents, head};
-}
-
 }  // namespace
 }  // namespace cpu
 
 TORCH_LIBRARY_IMPL(delayconv, CPU, m) {
   m.impl("step_", &cpu::step_inplace_cpu);
-  m.impl("step", &cpu::step_cpu);
 }
 
 }  // namespace delayconv
