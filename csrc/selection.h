@@ -175,4 +175,52 @@ DC_HOST_DEVICE TapPair<T> tap_pair(const ReadoutParams<T>& p,
   return pair;
 }
 
+// The derivative of a delayed read with respect to the delay, as
+// d(read)/d(delay) = d_older * ring[older] + d_newer * ring[newer].
+//
+// The read itself is flat where a delay snaps onto an observation, so the
+// gradient is defined by the interpolation formula on the step interval
+// [newer, older] = [k, k + 1] holding the delay: the right derivative at an
+// observation, the left one at the last observation, and zero outside
+// [0, max_delay], where the delay is clamped. reference.gradient_taps states
+// the same rule in PyTorch.
+template <typename T>
+struct Slope {
+  int64_t older;
+  int64_t newer;
+  T d_older;
+  T d_newer;
+};
+
+template <typename T>
+DC_HOST_DEVICE Slope<T> read_slope(const ReadoutParams<T>& p,
+                                   T delay,
+                                   T max_delay,
+                                   int64_t records,
+                                   int ring) {
+  Slope<T> slope{1, 0, T(0), T(0)};
+  const bool inside = delay >= T(0) && delay <= max_delay;
+  if (records < 2 || !inside) {
+    return slope;
+  }
+
+  const int64_t last = records - 2;
+  int64_t newer = static_cast<int64_t>(::floor(delay / p.step_time));
+  newer = newer < 0 ? 0 : (newer > last ? last : newer);
+  slope.newer = newer;
+  slope.older = newer + 1;
+  const T s = mul_rn(static_cast<T>(slope.older), p.step_time) - delay;
+
+  if (p.kind == kDelta || p.kind == kDeltaPlus) {
+    const T scale = p.kind == kDelta ? p.charge_per_step : T(1);
+    slope.d_older = scale / p.step_time;
+    slope.d_newer = -slope.d_older;
+    return slope;
+  }
+  const T tau = ring == 0 ? p.tau_a : p.tau_b;
+  const T rate = ::exp(-s / tau) / tau;
+  slope.d_older = ring == 0 ? rate : -rate;
+  return slope;
+}
+
 }  // namespace delayconv

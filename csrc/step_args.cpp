@@ -68,6 +68,53 @@ void check_shape(const char* op,
               shape_of(t));
 }
 
+// Output height and width, after checking the padded input holds the
+// dilated kernel.
+void set_output_size(const char* op, const StepArgs& args, StepShape& s) {
+  const int64_t span_h = args.dilation[0] * (s.kernel_h - 1) + 1;
+  const int64_t span_w = args.dilation[1] * (s.kernel_w - 1) + 1;
+  s.out_h = (s.height + 2 * args.padding[0] - span_h) / args.stride[0] + 1;
+  s.out_w = (s.width + 2 * args.padding[1] - span_w) / args.stride[1] + 1;
+  TORCH_CHECK(s.height + 2 * args.padding[0] >= span_h &&
+                  s.width + 2 * args.padding[1] >= span_w,
+              op,
+              ": the padded input (",
+              s.height + 2 * args.padding[0],
+              " x ",
+              s.width + 2 * args.padding[1],
+              ") is smaller than the dilated kernel (",
+              span_h,
+              " x ",
+              span_w,
+              ")");
+}
+
+void check_weight(const char* op, const at::Tensor& weight) {
+  TORCH_CHECK(
+      weight.dim() == 4 && weight.is_floating_point(),
+      op,
+      ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
+      weight.dim(),
+      "-D ",
+      weight.scalar_type());
+}
+
+void check_delay(const char* op,
+                 const std::optional<at::Tensor>& delay,
+                 const at::Tensor& weight) {
+  if (!delay.has_value()) {
+    return;
+  }
+  check_shape(op, "delay", *delay, weight.sizes(), "like the weight");
+  TORCH_CHECK(delay->scalar_type() == weight.scalar_type(),
+              op,
+              ": 'delay' must have the weight's dtype ",
+              weight.scalar_type(),
+              ", got ",
+              delay->scalar_type());
+  check_same_device(op, "delay", *delay, weight);
+}
+
 }  // namespace
 
 StepArgs make_step_args(const char* op,
@@ -153,13 +200,7 @@ StepShape check_step_tensors(const char* op,
                              const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& delay) {
-  TORCH_CHECK(
-      weight.dim() == 4 && weight.is_floating_point(),
-      op,
-      ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
-      weight.dim(),
-      "-D ",
-      weight.scalar_type());
+  check_weight(op, weight);
   TORCH_CHECK(
       spike_ring.dim() == 5 && spike_ring.scalar_type() == at::kBool,
       op,
@@ -196,22 +237,7 @@ StepShape check_step_tensors(const char* op,
               " input channels but the ring holds ",
               s.channels);
 
-  const int64_t span_h = args.dilation[0] * (s.kernel_h - 1) + 1;
-  const int64_t span_w = args.dilation[1] * (s.kernel_w - 1) + 1;
-  s.out_h = (s.height + 2 * args.padding[0] - span_h) / args.stride[0] + 1;
-  s.out_w = (s.width + 2 * args.padding[1] - span_w) / args.stride[1] + 1;
-  TORCH_CHECK(s.height + 2 * args.padding[0] >= span_h &&
-                  s.width + 2 * args.padding[1] >= span_w,
-              op,
-              ": the padded input (",
-              s.height + 2 * args.padding[0],
-              " x ",
-              s.width + 2 * args.padding[1],
-              ") is smaller than the dilated kernel (",
-              span_h,
-              " x ",
-              span_w,
-              ")");
+  set_output_size(op, args, s);
 
   const std::vector<int64_t> observation = {
       s.batch, s.channels, s.height, s.width};
@@ -261,16 +287,111 @@ StepShape check_step_tensors(const char* op,
                 bias->scalar_type());
     check_same_device(op, "bias", *bias, weight);
   }
-  if (delay.has_value()) {
-    check_shape(op, "delay", *delay, weight.sizes(), "like the weight");
-    TORCH_CHECK(delay->scalar_type() == weight.scalar_type(),
+  check_delay(op, delay, weight);
+  return s;
+}
+
+int64_t check_sequence_inputs(const char* op,
+                              const StepShape& s,
+                              const at::Tensor& inputs,
+                              const std::optional<at::Tensor>& injected,
+                              const at::Tensor& weight) {
+  TORCH_CHECK(inputs.dim() == 5,
+              op,
+              ": 'inputs' must be 5-D (T x B x C x H x W), got ",
+              inputs.dim(),
+              "-D");
+  const int64_t steps = inputs.size(0);
+  const std::vector<int64_t> expected = {
+      steps, s.batch, s.channels, s.height, s.width};
+  check_shape(op, "inputs", inputs, expected, "T x B x C x H x W of the ring");
+  TORCH_CHECK(!inputs.is_complex(),
+              op,
+              ": 'inputs' must be bool, integer or floating point, got ",
+              inputs.scalar_type());
+  check_same_device(op, "inputs", inputs, weight);
+  if (injected.has_value()) {
+    check_shape(op, "injected", *injected, expected, "like the inputs");
+    TORCH_CHECK(injected->is_floating_point(),
                 op,
-                ": 'delay' must have the weight's dtype ",
-                weight.scalar_type(),
-                ", got ",
-                delay->scalar_type());
-    check_same_device(op, "delay", *delay, weight);
+                ": 'injected' must be floating point, got ",
+                injected->scalar_type());
+    check_same_device(op, "injected", *injected, weight);
   }
+  return steps;
+}
+
+StepShape check_history(const char* op,
+                        const StepArgs& args,
+                        const at::Tensor& grad_outputs,
+                        const at::Tensor& spike_history,
+                        const at::Tensor& current_history,
+                        const at::Tensor& weight,
+                        const std::optional<at::Tensor>& delay,
+                        int64_t& steps) {
+  check_weight(op, weight);
+  TORCH_CHECK(
+      spike_history.dim() == 5 && spike_history.scalar_type() == at::kBool,
+      op,
+      ": 'spike_history' must be a 5-D bool tensor ((R + T) x B x C x H x W), ",
+      "got ",
+      spike_history.dim(),
+      "-D ",
+      spike_history.scalar_type());
+
+  StepShape s;
+  s.records = args.records();
+  s.recorded = args.recorded();
+  s.batch = spike_history.size(1);
+  s.channels = spike_history.size(2);
+  s.height = spike_history.size(3);
+  s.width = spike_history.size(4);
+  s.filters = weight.size(0);
+  s.kernel_h = weight.size(2);
+  s.kernel_w = weight.size(3);
+  steps = spike_history.size(0) - s.records;
+  TORCH_CHECK(steps >= 0,
+              op,
+              ": 'spike_history' holds ",
+              spike_history.size(0),
+              " observations, fewer than the ",
+              s.records,
+              " of the ring before the sequence");
+  TORCH_CHECK(weight.size(1) == s.channels,
+              op,
+              ": 'weight' has ",
+              weight.size(1),
+              " input channels but the history holds ",
+              s.channels);
+  set_output_size(op, args, s);
+
+  check_shape(
+      op,
+      "current_history",
+      current_history,
+      {s.recorded, s.records + steps, s.batch, s.channels, s.height, s.width},
+      "K x (R + T) x B x C x H x W");
+  TORCH_CHECK(current_history.scalar_type() == weight.scalar_type(),
+              op,
+              ": 'current_history' must have the weight's dtype ",
+              weight.scalar_type(),
+              ", got ",
+              current_history.scalar_type());
+  check_shape(op,
+              "grad_outputs",
+              grad_outputs,
+              {steps, s.batch, s.filters, s.out_h, s.out_w},
+              "T x B x F x Hout x Wout");
+  TORCH_CHECK(grad_outputs.scalar_type() == weight.scalar_type(),
+              op,
+              ": 'grad_outputs' must have the weight's dtype ",
+              weight.scalar_type(),
+              ", got ",
+              grad_outputs.scalar_type());
+  check_same_device(op, "spike_history", spike_history, weight);
+  check_same_device(op, "current_history", current_history, weight);
+  check_same_device(op, "grad_outputs", grad_outputs, weight);
+  check_delay(op, delay, weight);
   return s;
 }
 

@@ -85,4 +85,23 @@ StepShape check_step_tensors(const char* op,
                              const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& delay);
 
+// Checks the T x B x C x H x W inputs (and injected currents) of a sequence
+// against the ring's observation shape; returns T.
+int64_t check_sequence_inputs(const char* op,
+                              const StepShape& s,
+                              const at::Tensor& inputs,
+                              const std::optional<at::Tensor>& injected,
+                              const at::Tensor& weight);
+
+// Checks the gradient and the history a sequence returned, against the
+// weights; returns the sizes, and T in `steps`.
+StepShape check_history(const char* op,
+                        const StepArgs& args,
+                        const at::Tensor& grad_outputs,
+                        const at::Tensor& spike_history,
+                        const at::Tensor& current_history,
+                        const at::Tensor& weight,
+                        const std::optional<at::Tensor>& delay,
+                        int64_t& steps);
+
 }  // namespace delayconv

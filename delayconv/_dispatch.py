@@ -122,8 +122,26 @@ def sequence(
     """Runs ``T`` steps (inputs ``T x B x C x H x W``); updates the ring."""
     synapse.match_dtype(weight.dtype)
     _check_delay_grad(synapse, delay)
-    outputs, spikes, currents, head = reference.sequence(
-        synapse.spec(),
+    spec = synapse.spec()
+    if not _use_compiled(weight, "sequence"):
+        outputs, spikes, currents, head = reference.sequence(
+            spec,
+            synapse.spike_ring,
+            synapse.current_ring,
+            synapse.ring_head,
+            inputs,
+            injected,
+            weight,
+            bias,
+            delay,
+            geometry,
+        )
+        _commit(synapse, spikes, currents, head)
+        return outputs
+
+    if spec.kind != SynapseKind.DELTA_PLUS:
+        injected = None
+    outputs, spike_history, current_history = torch.ops.delayconv.sequence(
         synapse.spike_ring,
         synapse.current_ring,
         synapse.ring_head,
@@ -132,9 +150,21 @@ def sequence(
         weight,
         bias,
         delay,
-        geometry,
+        *_ops.step_config(spec, geometry),
     )
-    _commit(synapse, spikes, currents, head)
+
+    # The ring after the sequence holds the last R observations of the
+    # history, at the slots T single steps would have left them in.
+    records, steps = synapse.records, inputs.shape[0]
+    head = torch.remainder(synapse.ring_head + steps, records)
+    back = torch.remainder(head - torch.arange(records, device=head.device), records)
+    newest = records + steps - 1
+    _commit(
+        synapse,
+        spike_history.index_select(0, newest - back),
+        current_history.index_select(1, newest - back),
+        head,
+    )
     return outputs
 
 

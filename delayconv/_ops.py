@@ -328,7 +328,37 @@ def check_step_tensors(
     return out_h, out_w
 
 
-def _check_all(op, args) -> tuple[int, int]:
+def check_sequence_inputs(op, spike_ring, inputs, injected, weight) -> int:
+    """Mirror of ``check_sequence_inputs`` in ``csrc/step_args.cpp``."""
+    _check(
+        inputs.dim() == 5,
+        op,
+        ": 'inputs' must be 5-D (T x B x C x H x W), got ",
+        inputs.dim(),
+        "-D",
+    )
+    expected = (inputs.shape[0], *spike_ring.shape[1:])
+    _check_shape(op, "inputs", inputs, expected, "T x B x C x H x W of the ring")
+    _check(
+        not inputs.is_complex(),
+        op,
+        ": 'inputs' must be bool, integer or floating point, got ",
+        _name(inputs.dtype),
+    )
+    _check_device(op, "inputs", inputs, weight)
+    if injected is not None:
+        _check_shape(op, "injected", injected, expected, "like the inputs")
+        _check(
+            injected.is_floating_point(),
+            op,
+            ": 'injected' must be floating point, got ",
+            _name(injected.dtype),
+        )
+        _check_device(op, "injected", injected, weight)
+    return inputs.shape[0]
+
+
+def _check_all(op, args, sequence: bool = False) -> tuple[int, int]:
     (
         spike_ring,
         current_ring,
@@ -376,8 +406,8 @@ def _check_all(op, args) -> tuple[int, int]:
         spike_ring,
         current_ring,
         ring_head,
-        input,
-        injected,
+        None if sequence else input,
+        None if sequence else injected,
         weight,
         bias,
         delay,
@@ -392,6 +422,21 @@ if AVAILABLE:
         spike_ring, weight = args[0], args[5]
         shape = (spike_ring.shape[1], weight.shape[0], out_h, out_w)
         return weight.new_empty(shape)
+
+    @torch.library.register_fake("delayconv::sequence")
+    def _sequence_fake(*args):
+        op = "delayconv.sequence"
+        out_h, out_w = _check_all(op, args, sequence=True)
+        spike_ring, current_ring, _, inputs, injected, weight = args[:6]
+        steps = check_sequence_inputs(op, spike_ring, inputs, injected, weight)
+        records, batch = spike_ring.shape[:2]
+        length = records + steps
+        outputs = weight.new_empty((steps, batch, weight.shape[0], out_h, out_w))
+        spikes = spike_ring.new_empty((length, *spike_ring.shape[1:]))
+        currents = current_ring.new_empty(
+            (current_ring.shape[0], length, *current_ring.shape[2:])
+        )
+        return outputs, spikes, currents
 
 
 def has_kernel(device_type: str, op: str = "step_") -> bool:
@@ -419,4 +464,185 @@ def step_config(spec, geometry) -> tuple:
         int(spec.interp),
         spec.tolerance,
         spec.current_overbound,
+    )
+
+
+def check_history(
+    op, grad_outputs, spike_history, current_history, weight, delay, config
+):
+    """Mirror of ``check_history`` in ``csrc/step_args.cpp``; returns T."""
+    _check(
+        weight.dim() == 4 and weight.is_floating_point(),
+        op,
+        ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
+        weight.dim(),
+        "-D ",
+        _name(weight.dtype),
+    )
+    _check(
+        spike_history.dim() == 5 and spike_history.dtype == torch.bool,
+        op,
+        ": 'spike_history' must be a 5-D bool tensor ((R + T) x B x C x H x W), ",
+        "got ",
+        spike_history.dim(),
+        "-D ",
+        _name(spike_history.dtype),
+    )
+    stride, padding, dilation, kind = config[:4]
+    step_time, max_delay = config[7], config[8]
+    records = ring_records(max_delay, step_time)
+    steps = spike_history.shape[0] - records
+    _, batch, channels, height, width = spike_history.shape
+    _check(
+        steps >= 0,
+        op,
+        ": 'spike_history' holds ",
+        spike_history.shape[0],
+        " observations, fewer than the ",
+        records,
+        " of the ring before the sequence",
+    )
+    _check(
+        weight.shape[1] == channels,
+        op,
+        ": 'weight' has ",
+        weight.shape[1],
+        " input channels but the history holds ",
+        channels,
+    )
+    kh, kw = weight.shape[2:]
+    span_h = dilation[0] * (kh - 1) + 1
+    span_w = dilation[1] * (kw - 1) + 1
+    _check(
+        height + 2 * padding[0] >= span_h and width + 2 * padding[1] >= span_w,
+        op,
+        ": the padded input (",
+        height + 2 * padding[0],
+        " x ",
+        width + 2 * padding[1],
+        ") is smaller than the dilated kernel (",
+        span_h,
+        " x ",
+        span_w,
+        ")",
+    )
+    out_h = (height + 2 * padding[0] - span_h) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - span_w) // stride[1] + 1
+    shape = (recorded(kind), records + steps, batch, channels, height, width)
+    _check_shape(
+        op, "current_history", current_history, shape, "K x (R + T) x B x C x H x W"
+    )
+    _check(
+        current_history.dtype == weight.dtype,
+        op,
+        ": 'current_history' must have the weight's dtype ",
+        _name(weight.dtype),
+        ", got ",
+        _name(current_history.dtype),
+    )
+    expected = (steps, batch, weight.shape[0], out_h, out_w)
+    _check_shape(op, "grad_outputs", grad_outputs, expected, "T x B x F x Hout x Wout")
+    _check(
+        grad_outputs.dtype == weight.dtype,
+        op,
+        ": 'grad_outputs' must have the weight's dtype ",
+        _name(weight.dtype),
+        ", got ",
+        _name(grad_outputs.dtype),
+    )
+    for name, t in (
+        ("spike_history", spike_history),
+        ("current_history", current_history),
+        ("grad_outputs", grad_outputs),
+    ):
+        _check_device(op, name, t, weight)
+    if delay is not None:
+        _check_shape(op, "delay", delay, weight.shape, "like the weight")
+        _check(
+            delay.dtype == weight.dtype,
+            op,
+            ": 'delay' must have the weight's dtype ",
+            _name(weight.dtype),
+            ", got ",
+            _name(delay.dtype),
+        )
+        _check_device(op, "delay", delay, weight)
+    return steps
+
+
+def _sequence_setup(ctx, inputs, output) -> None:
+    (_, _, _, x, injected, weight, _, delay, *config) = inputs
+    _, spike_history, current_history = output
+    ctx.save_for_backward(spike_history, current_history, weight, delay)
+    ctx.config = config
+    ctx.has_injected = injected is not None
+    ctx.input_dtypes = (x.dtype, None if injected is None else injected.dtype)
+
+
+def _sequence_backward(ctx, grad_outputs, _grad_spikes, _grad_currents):
+    spike_history, current_history, weight, delay = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [needs[3], needs[4] and ctx.has_injected, needs[5], needs[6], needs[7]]
+    grads = torch.ops.delayconv.sequence_backward(
+        grad_outputs.to(weight.dtype),
+        spike_history,
+        current_history,
+        weight,
+        delay,
+        *ctx.config,
+        mask,
+    )
+    grad_x, grad_injected, grad_weight, grad_bias, grad_delay = (
+        grad if wanted else None for grad, wanted in zip(grads, mask, strict=True)
+    )
+    if ctx.config[3] == SynapseKind.DELTA:
+        # Spikes are the input's nonzero pattern: no gradient reaches it, as
+        # in the reference, where the input's grad stays None.
+        grad_x = None
+    if grad_x is not None:
+        grad_x = grad_x.to(ctx.input_dtypes[0])
+    if grad_injected is not None:
+        grad_injected = grad_injected.to(ctx.input_dtypes[1])
+    return (
+        None,
+        None,
+        None,
+        grad_x,
+        grad_injected,
+        grad_weight,
+        grad_bias,
+        grad_delay,
+        *([None] * len(ctx.config)),
+    )
+
+
+if AVAILABLE:
+
+    @torch.library.register_fake("delayconv::sequence_backward")
+    def _sequence_backward_fake(
+        grad_outputs, spike_history, current_history, weight, delay, *rest
+    ):
+        op = "delayconv.sequence_backward"
+        config, mask = rest[:-1], rest[-1]
+        check_step_args(op, *config[:3], *config[3:11])
+        steps = check_history(
+            op, grad_outputs, spike_history, current_history, weight, delay, config
+        )
+        shape = (steps, *spike_history.shape[1:])
+        kind = config[3]
+        wanted = [
+            mask[0],
+            mask[1] and kind == SynapseKind.DELTA_PLUS,
+            mask[2],
+            mask[3],
+            mask[4] and delay is not None,
+        ]
+        shapes = [shape, shape, weight.shape, weight.shape[:1], weight.shape]
+        return tuple(
+            weight.new_empty(s if w else (0,))
+            for s, w in zip(shapes, wanted, strict=True)
+        )
+
+    torch.library.register_autograd(
+        "delayconv::sequence", _sequence_backward, setup_context=_sequence_setup
     )

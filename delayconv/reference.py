@@ -53,6 +53,12 @@ class SynapseSpec:
         """``K``: how many currents the model records beside its spikes."""
         return {0: 0, 1: 1, 2: 1, 3: 2}[int(self.kind)]
 
+    @property
+    def readouts(self) -> int:
+        """How many rings a delayed current is read from (see
+        :func:`readout_rings`)."""
+        return 2 if self.kind == SynapseKind.DOUBLE_EXPONENTIAL else 1
+
 
 def update(
     spec: SynapseSpec,
@@ -164,8 +170,10 @@ def gradient_taps(
     Returns, per readout ring, ``(steps, coefficient)`` pairs whose
     coefficients are exactly zero but whose derivative is the one above.
     """
+    if records < 2:
+        return [[] for _ in range(spec.readouts)]
     dt = spec.step_time
-    newer = (delay.detach() / dt).floor().clamp(0, max(records - 2, 0)).long()
+    newer = (delay.detach() / dt).floor().clamp(0, records - 2).long()
     older = newer + 1
     inside = ((delay >= 0) & (delay <= spec.max_delay)).to(delay.dtype)
     s = (older.to(delay.dtype) * dt - delay) * inside

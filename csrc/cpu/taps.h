@@ -1,8 +1,7 @@
 // The CPU kernels' view of a delayed convolution: every weight becomes one or
-// two "taps", each a coefficient on one observation of one readout ring.
+// two "taps", each a coefficient on the observation some steps back of one
+// readout ring.
 #pragma once
-
-#include <ATen/core/Tensor.h>
 
 #include <algorithm>
 #include <vector>
@@ -34,12 +33,13 @@ inline Span valid_span(int64_t out_size,
   return {lo, hi};
 }
 
-// One weight's coefficient on one observation: readout ring `ring`, absolute
-// ring slot `slot`, input channel `c` at kernel offset (i, j).
+// One weight's coefficient on one observation: readout ring `ring`, `steps`
+// back from the newest, input channel `c` at kernel offset (i, j), `filter`.
 template <typename T>
 struct Tap {
   int64_t ring;
-  int64_t slot;
+  int64_t steps;
+  int64_t filter;
   int64_t c;
   int64_t i;
   int64_t j;
@@ -54,63 +54,88 @@ struct TapTable {
   std::vector<T> constant;
 };
 
-// Builds the taps of every weight from its delay, with the ring's newest
-// observation at slot `head`; a tap's value is the weight times its
-// coefficient.
+// The kernel offset of weight n = (c, i, j) of a filter.
+struct KernelIndex {
+  int64_t c;
+  int64_t i;
+  int64_t j;
+};
+
+inline KernelIndex kernel_index(const StepShape& s, int64_t n) {
+  const int64_t area = s.kernel_h * s.kernel_w;
+  return {n / area, (n / s.kernel_w) % s.kernel_h, n % s.kernel_w};
+}
+
+// Builds the taps of every weight from its delay; a tap's value is the weight
+// times its coefficient. Without delays (`delay` null) every weight reads the
+// newest observation.
 template <typename T>
 TapTable<T> build_taps(const StepArgs& args,
                        const StepShape& s,
                        const T* weight,
-                       const T* delay,
-                       int64_t head) {
+                       const T* delay) {
   const ReadoutParams<T> readout = args.readout<T>();
   const T step_time = static_cast<T>(args.step_time);
   const T max_delay = static_cast<T>(args.max_delay);
   const T tolerance = static_cast<T>(args.tolerance);
   const int rings = readout_rings(args.kind);
-  const int64_t taps_per_filter = s.channels * s.kernel_h * s.kernel_w;
+  const int64_t per_filter = s.channels * s.kernel_h * s.kernel_w;
 
   TapTable<T> table;
   table.per_filter.resize(s.filters);
   table.constant.assign(s.filters, T(0));
   for (int64_t f = 0; f < s.filters; ++f) {
     auto& taps = table.per_filter[f];
-    taps.reserve(taps_per_filter * rings);
-    for (int64_t n = 0; n < taps_per_filter; ++n) {
-      const int64_t index = f * taps_per_filter + n;
-      const int64_t c = n / (s.kernel_h * s.kernel_w);
-      const int64_t i = (n / s.kernel_w) % s.kernel_h;
-      const int64_t j = n % s.kernel_w;
+    taps.reserve(per_filter * rings);
+    for (int64_t n = 0; n < per_filter; ++n) {
+      const int64_t index = f * per_filter + n;
+      const KernelIndex k = kernel_index(s, n);
       const T w = weight[index];
       const Location<T> where =
-          locate(delay[index], step_time, max_delay, tolerance, s.records);
+          delay == nullptr
+              ? Location<T>{0, 0, T(0), true}
+              : locate(
+                    delay[index], step_time, max_delay, tolerance, s.records);
       if (!where.inbound && args.current_overbound.has_value()) {
         table.constant[f] += w * static_cast<T>(*args.current_overbound);
         continue;
       }
-      const int64_t older = slot_back(head, where.older, s.records);
-      const int64_t newer = slot_back(head, where.newer, s.records);
       for (int ring = 0; ring < rings; ++ring) {
         const TapPair<T> pair = tap_pair(readout, where, ring);
         if (pair.older != T(0)) {
-          taps.push_back({ring, older, c, i, j, w * pair.older});
+          taps.push_back({ring, where.older, f, k.c, k.i, k.j, w * pair.older});
         }
-        if (pair.newer != T(0) && newer != older) {
-          taps.push_back({ring, newer, c, i, j, w * pair.newer});
+        if (pair.newer != T(0) && where.newer != where.older) {
+          taps.push_back({ring, where.newer, f, k.c, k.i, k.j, w * pair.newer});
         }
       }
     }
+
     // Taps reading the same input plane run back to back, which keeps that
     // plane in cache.
     std::stable_sort(
         taps.begin(), taps.end(), [](const Tap<T>& a, const Tap<T>& b) {
-          return a.c != b.c
-                     ? a.c < b.c
-                     : (a.ring != b.ring ? a.ring < b.ring : a.slot < b.slot);
+          if (a.c != b.c) {
+            return a.c < b.c;
+          }
+          return a.ring != b.ring ? a.ring < b.ring : a.steps < b.steps;
         });
   }
   return table;
 }
+
+// Where the observation `steps` back from the newest of step `t` lives: in a
+// ring (slot (head - steps) mod R, t = 0) or in a history of observations
+// held oldest first (index newest + t - steps).
+struct Observations {
+  int64_t newest;
+  int64_t records;  // R for a ring; 0 for a history, which never wraps
+  int64_t size;     // elements of one observation, B x C x H x W
+
+  int64_t index(int64_t t, int64_t steps) const {
+    return records > 0 ? slot_back(newest, steps, records) : newest + t - steps;
+  }
+};
 
 }  // namespace cpu
 }  // namespace delayconv
