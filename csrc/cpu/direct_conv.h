@@ -12,117 +12,171 @@
 #include <algorithm>
 #include <vector>
 
+#include "cpu/bound_taps.h"
+#include "cpu/direct_conv_avx2.h"
+#include "cpu/sources.h"
+#include "cpu/staging.h"
 #include "cpu/taps.h"
 
 namespace delayconv {
 namespace cpu {
 
-// The layout of a convolution's planes, from its shape and arguments.
-struct Planes {
-  int64_t height, width, out_h, out_w;
-  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
-
-  Planes(const StepArgs& args, const StepShape& s)
-      : height(s.height),
-        width(s.width),
-        out_h(s.out_h),
-        out_w(s.out_w),
-        stride_h(args.stride[0]),
-        stride_w(args.stride[1]),
-        pad_h(args.padding[0]),
-        pad_w(args.padding[1]),
-        dil_h(args.dilation[0]),
-        dil_w(args.dilation[1]) {}
-
-  Span rows(int64_t i) const {
-    return valid_span(out_h, height, stride_h, pad_h, i * dil_h);
-  }
-
-  Span cols(int64_t j) const {
-    return valid_span(out_w, width, stride_w, pad_w, j * dil_w);
-  }
-
-  // Input row and column offset read by output row y through kernel (i, j).
-  int64_t in_row(int64_t y, int64_t i) const {
-    return y * stride_h - pad_h + i * dil_h;
-  }
-
-  int64_t col_offset(int64_t j) const {
-    return j * dil_w - pad_w;
-  }
-};
-
-// Source observations of the readout rings: ring a, and ring b of the double
-// exponential. S is bool for a delta synapse's spikes, else the compute type.
-template <typename S>
-struct Sources {
-  const S* a;
-  const S* b;
-  Observations where;
-
-  // The H x W plane bc = (batch, channel) of readout ring `ring`, `steps`
-  // back from the newest observation of step t.
-  const S* plane(
-      int64_t ring, int64_t steps, int64_t t, int64_t bc, int64_t area) const {
-    const S* base = ring == 0 ? a : b;
-    return base + where.index(t, steps) * where.size + bc * area;
-  }
-};
-
-// out[x] += value * source[x * stride + offset] for x in [lo, hi).
-template <typename T, typename S>
-inline void axpy_row(
-    T* out, const S* source, T value, Span x, int64_t stride, int64_t offset) {
-  if (stride == 1) {
-    const S* shifted = source + offset;
-    for (int64_t e = x.lo; e < x.hi; ++e) {
-      out[e] += value * static_cast<T>(shifted[e]);
+// Adds taps [first, last) to one output plane: the portable loop, for any
+// stride.
+template <typename T>
+void add_taps(const Planes& p,
+              int64_t row_step,
+              const BoundTap<T>* first,
+              const BoundTap<T>* last,
+              T* out) {
+  for (const BoundTap<T>* tap = first; tap != last; ++tap) {
+    for (int64_t y = 0; y < p.out_h; ++y) {
+      const T* row = tap->start + y * row_step;
+      T* o = out + y * p.out_w;
+      if (p.stride_w == 1) {
+        for (int64_t x = 0; x < p.out_w; ++x) {
+          o[x] += tap->value * row[x];
+        }
+      } else {
+        for (int64_t x = 0; x < p.out_w; ++x) {
+          o[x] += tap->value * row[x * p.stride_w];
+        }
+      }
     }
-    return;
   }
-  for (int64_t e = x.lo; e < x.hi; ++e) {
-    out[e] += value * static_cast<T>(source[e * stride + offset]);
+}
+
+// Filters whose output planes one task accumulates together: they share the
+// task's pass over the input channels, whose observations stay in cache
+// while every filter of the block reads them.
+constexpr int64_t kFilterBlock = 16;
+
+// The planes of filters [f_lo, f_hi) of one (t, b), accumulated channel by
+// channel: the portable loop, into the output itself.
+template <typename T>
+void block_portable(const StepShape& s,
+                    const Planes& p,
+                    const TapTable<T>& table,
+                    const Staged<T>& staged,
+                    int64_t t,
+                    int64_t b,
+                    int64_t f_lo,
+                    int64_t f_hi,
+                    std::vector<BoundTap<T>>& bound,
+                    T* planes) {
+  const int64_t out_area = p.out_h * p.out_w;
+  const int64_t row_step = p.stride_h * staged.padded_w;
+  std::fill(planes + f_lo * out_area, planes + f_hi * out_area, T(0));
+  for (int64_t c = 0; c < s.channels; ++c) {
+    for (int64_t f = f_lo; f < f_hi; ++f) {
+      const auto& taps = table.per_filter[f];
+      const auto& starts = table.channel_begin[f];
+      bind_taps(p,
+                staged,
+                taps.data() + starts[c],
+                taps.data() + starts[c + 1],
+                t,
+                b * s.channels,
+                bound);
+      add_taps<T>(p,
+                  row_step,
+                  bound.data(),
+                  bound.data() + bound.size(),
+                  planes + f * out_area);
+    }
+  }
+}
+
+// The same with AVX2, into padded scratch planes copied out at the end.
+template <typename T>
+void block_avx2(const StepShape& s,
+                const Planes& p,
+                const TapTable<T>& table,
+                const Staged<T>& staged,
+                int64_t t,
+                int64_t b,
+                int64_t f_lo,
+                int64_t f_hi,
+                std::vector<BoundTap<T>>& bound,
+                std::vector<T>& scratch,
+                T* planes) {
+  const PaddedOut<T> shape(p);
+  const int64_t row_step = p.stride_h * staged.padded_w;
+  scratch.assign((f_hi - f_lo) * shape.area(), T(0));
+  for (int64_t c = 0; c < s.channels; ++c) {
+    for (int64_t f = f_lo; f < f_hi; ++f) {
+      const auto& taps = table.per_filter[f];
+      const auto& starts = table.channel_begin[f];
+      bind_taps(p,
+                staged,
+                taps.data() + starts[c],
+                taps.data() + starts[c + 1],
+                t,
+                b * s.channels,
+                bound);
+      add_taps_avx2<T>(shape,
+                       row_step,
+                       bound.data(),
+                       bound.data() + bound.size(),
+                       scratch.data() + (f - f_lo) * shape.area());
+    }
+  }
+
+  for (int64_t f = f_lo; f < f_hi; ++f) {
+    const T* from = scratch.data() + (f - f_lo) * shape.area();
+    T* to = planes + f * p.out_h * p.out_w;
+    for (int64_t y = 0; y < p.out_h; ++y) {
+      std::copy(from + y * shape.pitch,
+                from + y * shape.pitch + p.out_w,
+                to + y * p.out_w);
+    }
   }
 }
 
 // Output planes of `steps` steps: out[t, b, f] = sum over the taps of filter
 // f of value * observation, plus the bias and the overbound constant.
-template <typename T, typename S>
+//
+// A task owns the planes of a block of filters for one (t, b) and walks the
+// input channels in the outer loop: the observations of one channel (a few
+// kilobytes each) stay in cache while every filter of the block reads them.
+template <typename T>
 void forward_planes(const StepShape& s,
                     const Planes& p,
                     const TapTable<T>& table,
-                    const Sources<S>& sources,
+                    const Staged<T>& staged,
                     int64_t steps,
                     const T* bias,
                     T* out) {
-  const int64_t area = p.height * p.width;
   const int64_t out_area = p.out_h * p.out_w;
-  const int64_t tasks = steps * s.batch * s.filters;
+  const int64_t blocks = (s.filters + kFilterBlock - 1) / kFilterBlock;
+  const int64_t tasks = steps * s.batch * blocks;
+  const bool fast = p.stride_w == 1 && has_avx2();
 
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<BoundTap<T>> bound;
+    std::vector<T> scratch;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t f = task % s.filters;
-      const int64_t b = (task / s.filters) % s.batch;
-      const int64_t t = task / (s.filters * s.batch);
-      T* o = out + task * out_area;
-      std::fill(o, o + out_area, T(0));
-
-      for (const Tap<T>& tap : table.per_filter[f]) {
-        const S* source =
-            sources.plane(tap.ring, tap.steps, t, b * s.channels + tap.c, area);
-        const Span rows = p.rows(tap.i);
-        const Span cols = p.cols(tap.j);
-        const int64_t offset = p.col_offset(tap.j);
-        for (int64_t y = rows.lo; y < rows.hi; ++y) {
-          const S* row = source + p.in_row(y, tap.i) * p.width;
-          axpy_row(o + y * p.out_w, row, tap.value, cols, p.stride_w, offset);
-        }
+      const int64_t block = task % blocks;
+      const int64_t tb = task / blocks;
+      const int64_t f_lo = block * kFilterBlock;
+      const int64_t f_hi = std::min(s.filters, f_lo + kFilterBlock);
+      const int64_t b = tb % s.batch;
+      const int64_t t = tb / s.batch;
+      T* planes = out + (tb * s.filters) * out_area;
+      if (fast) {
+        block_avx2<T>(
+            s, p, table, staged, t, b, f_lo, f_hi, bound, scratch, planes);
+      } else {
+        block_portable<T>(s, p, table, staged, t, b, f_lo, f_hi, bound, planes);
       }
 
-      const T shift = table.constant[f] + (bias != nullptr ? bias[f] : T(0));
-      if (shift != T(0)) {
-        for (int64_t e = 0; e < out_area; ++e) {
-          o[e] += shift;
+      for (int64_t f = f_lo; f < f_hi; ++f) {
+        const T shift = table.constant[f] + (bias != nullptr ? bias[f] : T(0));
+        if (shift != T(0)) {
+          T* o = planes + f * out_area;
+          for (int64_t e = 0; e < out_area; ++e) {
+            o[e] += shift;
+          }
         }
       }
     }

@@ -23,10 +23,11 @@ inline void check_cpu_dtype(const char* op, const at::Tensor& weight) {
       ".float(), or run it on a GPU");
 }
 
-// Contiguous operands in the weight dtype. The input is converted once here
-// so that the kernels read one type; its spikes are its nonzero elements.
+// Contiguous operands in the weight dtype. The kernels read bool input (spikes)
+// as it is and convert any other input once here; either way its spikes are
+// its nonzero elements.
 struct Operands {
-  at::Tensor input;
+  at::Tensor input;     // bool, or the weight dtype
   at::Tensor injected;  // undefined unless the model takes injected current
   at::Tensor weight;
   std::optional<at::Tensor> bias;
@@ -42,7 +43,8 @@ inline Operands prepare_operands(const StepArgs& args,
                                  const std::optional<at::Tensor>& delay) {
   const auto dtype = weight.scalar_type();
   Operands o;
-  o.input = input.to(dtype).contiguous();
+  o.input = input.scalar_type() == at::kBool ? input.contiguous()
+                                             : input.to(dtype).contiguous();
   if (injected.has_value() && args.kind == kDeltaPlus) {
     o.injected = injected->to(dtype).contiguous();
   }

@@ -49,7 +49,6 @@ void run_updates(const StepArgs& args,
   bool* spikes = spike_history.data_ptr<bool>();
   T* currents = current_history.data_ptr<T>();
   T* second = currents + (s.recorded > 1 ? length * size : 0);
-  const T* input = o.input.const_data_ptr<T>();
   const T* injected =
       o.injected.defined() ? o.injected.const_data_ptr<T>() : nullptr;
   const Update<T> u(args);
@@ -57,12 +56,16 @@ void run_updates(const StepArgs& args,
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t was = (s.records + t - 1) * size;
     const int64_t now = was + size;
-    update_observation<T>(u,
-                          size,
-                          input + t * size,
-                          injected != nullptr ? injected + t * size : nullptr,
-                          {spikes + was, currents + was, second + was},
-                          {spikes + now, currents + now, second + now});
+    const Observation<T> before{spikes + was, currents + was, second + was};
+    const Observation<T> after{spikes + now, currents + now, second + now};
+    const T* extra = injected != nullptr ? injected + t * size : nullptr;
+    if (o.input.scalar_type() == at::kBool) {
+      const bool* input = o.input.const_data_ptr<bool>() + t * size;
+      update_observation<T, bool>(u, size, input, extra, before, after);
+    } else {
+      const T* input = o.input.const_data_ptr<T>() + t * size;
+      update_observation<T, T>(u, size, input, extra, before, after);
+    }
   }
 }
 
@@ -87,27 +90,26 @@ at::Tensor convolve_steps(const StepArgs& args,
                              o.weight.options());
   const T* bias = o.bias.has_value() ? o.bias->const_data_ptr<T>() : nullptr;
   const Planes planes(args, s);
-  if (args.kind == kDelta) {
-    const bool* spikes = spike_history.const_data_ptr<bool>();
-    forward_planes<T, bool>(s,
-                            planes,
-                            table,
-                            {spikes, spikes, where},
-                            steps,
-                            bias,
-                            out.data_ptr<T>());
-  } else {
-    const T* currents = current_history.const_data_ptr<T>();
-    const T* second =
-        currents + (s.recorded > 1 ? current_history.numel() / 2 : 0);
-    forward_planes<T, T>(s,
-                         planes,
-                         table,
-                         {currents, second, where},
-                         steps,
-                         bias,
-                         out.data_ptr<T>());
-  }
+  const int64_t observations = s.records + steps;
+  const Staged<T> staged =
+      args.kind == kDelta
+          ? stage<T, bool>(spike_history.const_data_ptr<bool>(),
+                           nullptr,
+                           observations,
+                           where,
+                           s,
+                           planes,
+                           o.weight.options())
+          : stage<T, T>(current_history.const_data_ptr<T>(),
+                        s.recorded > 1 ? current_history.const_data_ptr<T>() +
+                                             current_history.numel() / 2
+                                       : nullptr,
+                        observations,
+                        where,
+                        s,
+                        planes,
+                        o.weight.options());
+  forward_planes<T>(s, planes, table, staged, steps, bias, out.data_ptr<T>());
   return out;
 }
 

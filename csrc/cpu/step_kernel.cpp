@@ -27,16 +27,18 @@ namespace {
 
 constexpr const char* kOp = "delayconv.step_";
 
-// Writes the newest observation at slot `head` from the one at `previous`.
+// Writes the newest observation at slot `head` from the one at `previous`;
+// `current`, if defined, receives the newest synaptic current (see
+// update_observation).
 template <typename T>
 void update_ring(const StepArgs& args,
                  at::Tensor& spike_ring,
                  at::Tensor& current_ring,
-                 const at::Tensor& input,
-                 const at::Tensor& injected,
+                 const Operands& o,
                  int64_t previous,
-                 int64_t head) {
-  const int64_t size = input.numel();
+                 int64_t head,
+                 at::Tensor& current) {
+  const int64_t size = o.input.numel();
   const int64_t ring_size = spike_ring.numel();
   bool* spikes = spike_ring.data_ptr<bool>();
   T* currents = current_ring.data_ptr<T>();
@@ -46,13 +48,26 @@ void update_ring(const StepArgs& args,
                            second + previous * size};
   const Observation<T> now{
       spikes + head * size, currents + head * size, second + head * size};
-  update_observation<T>(
-      Update<T>(args),
-      size,
-      input.const_data_ptr<T>(),
-      injected.defined() ? injected.const_data_ptr<T>() : nullptr,
-      was,
-      now);
+  const T* injected =
+      o.injected.defined() ? o.injected.const_data_ptr<T>() : nullptr;
+  T* out = current.defined() ? current.data_ptr<T>() : nullptr;
+  if (o.input.scalar_type() == at::kBool) {
+    update_observation<T, bool>(Update<T>(args),
+                                size,
+                                o.input.const_data_ptr<bool>(),
+                                injected,
+                                was,
+                                now,
+                                out);
+  } else {
+    update_observation<T, T>(Update<T>(args),
+                             size,
+                             o.input.const_data_ptr<T>(),
+                             injected,
+                             was,
+                             now,
+                             out);
+  }
 }
 
 template <typename T>
@@ -71,19 +86,25 @@ at::Tensor per_weight_delays(const StepArgs& args,
   const T* bias_data = bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
   const Observations where{head, s.records, spike_ring.numel() / s.records};
   const Planes planes(args, s);
-
-  if (args.kind == kDelta) {
-    const bool* spikes = spike_ring.const_data_ptr<bool>();
-    const Sources<bool> sources{spikes, spikes, where};
-    forward_planes<T, bool>(
-        s, planes, table, sources, 1, bias_data, out.data_ptr<T>());
-  } else {
-    const T* currents = current_ring.const_data_ptr<T>();
-    const int64_t second = s.recorded > 1 ? current_ring.numel() / 2 : 0;
-    const Sources<T> sources{currents, currents + second, where};
-    forward_planes<T, T>(
-        s, planes, table, sources, 1, bias_data, out.data_ptr<T>());
-  }
+  const Staged<T> staged =
+      args.kind == kDelta
+          ? stage<T, bool>(spike_ring.const_data_ptr<bool>(),
+                           nullptr,
+                           s.records,
+                           where,
+                           s,
+                           planes,
+                           weight.options())
+          : stage<T, T>(current_ring.const_data_ptr<T>(),
+                        s.recorded > 1 ? current_ring.const_data_ptr<T>() +
+                                             current_ring.numel() / 2
+                                       : nullptr,
+                        s.records,
+                        where,
+                        s,
+                        planes,
+                        weight.options());
+  forward_planes<T>(s, planes, table, staged, 1, bias_data, out.data_ptr<T>());
   return out;
 }
 
@@ -146,10 +167,22 @@ at::Tensor step_inplace_cpu(at::Tensor& spike_ring,
       prepare_operands(args, input, injected, weight, bias, delay);
   const int64_t head = (previous + 1) % s.records;
   at::Tensor out;
+  // Without delays the newest current is all the convolution reads; the
+  // models that do not record it get it from the update, in the same pass.
+  const bool derived = args.kind == kDelta || args.kind == kDoubleExponential;
+  at::Tensor current = !o.delay.has_value() && derived
+                           ? at::empty(input.sizes(), weight.options())
+                           : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "delayconv_step_cpu", [&] {
     update_ring<scalar_t>(
-        args, spike_ring, current_ring, o.input, o.injected, previous, head);
+        args, spike_ring, current_ring, o, previous, head, current);
     ring_head.fill_(head);
+
+    if (current.defined()) {
+      out = at::conv2d(
+          current, o.weight, o.bias, args.stride, args.padding, args.dilation);
+      return;
+    }
 
     if (o.delay.has_value() && !o.shared_delay) {
       out = per_weight_delays<scalar_t>(

@@ -45,20 +45,29 @@ struct Observation {
   T* b;
 };
 
-// Writes observation `now` from observation `was` and the input (already in
-// the compute dtype); `injected` may be null.
-template <typename T>
+// Writes observation `now` from observation `was` and the input (bool or the
+// compute type); `injected` may be null. Where `current` is not null it
+// receives the newest synaptic current of the delta and double-exponential
+// models, whose current is not a recorded quantity (Q / dt per spike, P - N),
+// ready for the convolution.
+template <typename T, typename In>
 void update_observation(const Update<T>& u,
                         int64_t size,
-                        const T* input,
+                        const In* input,
                         const T* injected,
                         const Observation<T>& was,
-                        const Observation<T>& now) {
+                        const Observation<T>& now,
+                        T* current = nullptr) {
   at::parallel_for(0, size, 16384, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
-      const T x = input[e];
+      const T x = static_cast<T>(input[e]);
       now.spikes[e] = x != T(0);
       switch (u.kind) {
+        case kDelta:
+          if (current != nullptr) {
+            current[e] = x != T(0) ? u.charge_per_step : T(0);
+          }
+          break;
         case kDeltaPlus: {
           const T scaled = x * u.charge_per_step;
           now.a[e] = injected != nullptr ? scaled + injected[e] : scaled;
@@ -67,11 +76,12 @@ void update_observation(const Update<T>& u,
         case kSingleExponential:
           now.a[e] = was.a[e] * u.decay_a + u.jump * x;
           break;
-        case kDoubleExponential:
+        default:
           now.a[e] = was.a[e] * u.decay_a + u.jump * x;
           now.b[e] = was.b[e] * u.decay_b + u.jump * x;
-          break;
-        default:
+          if (current != nullptr) {
+            current[e] = now.a[e] - now.b[e];
+          }
           break;
       }
     }

@@ -33,8 +33,44 @@ inline Span valid_span(int64_t out_size,
   return {lo, hi};
 }
 
+// The layout of a convolution's planes, from its shape and arguments.
+struct Planes {
+  int64_t height, width, out_h, out_w;
+  int64_t stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+
+  Planes(const StepArgs& args, const StepShape& s)
+      : height(s.height),
+        width(s.width),
+        out_h(s.out_h),
+        out_w(s.out_w),
+        stride_h(args.stride[0]),
+        stride_w(args.stride[1]),
+        pad_h(args.padding[0]),
+        pad_w(args.padding[1]),
+        dil_h(args.dilation[0]),
+        dil_w(args.dilation[1]) {}
+
+  Span rows(int64_t i) const {
+    return valid_span(out_h, height, stride_h, pad_h, i * dil_h);
+  }
+
+  Span cols(int64_t j) const {
+    return valid_span(out_w, width, stride_w, pad_w, j * dil_w);
+  }
+
+  // Input row and column offset read by output row y through kernel (i, j).
+  int64_t in_row(int64_t y, int64_t i) const {
+    return y * stride_h - pad_h + i * dil_h;
+  }
+
+  int64_t col_offset(int64_t j) const {
+    return j * dil_w - pad_w;
+  }
+};
+
 // One weight's coefficient on one observation: readout ring `ring`, `steps`
-// back from the newest, input channel `c` at kernel offset (i, j), `filter`.
+// back from the newest, input channel `c` at kernel offset (i, j), `filter`;
+// `rows` and `cols` are the output positions it reaches inside the input.
 template <typename T>
 struct Tap {
   int64_t ring;
@@ -44,13 +80,18 @@ struct Tap {
   int64_t i;
   int64_t j;
   T value;
+  Span rows;
+  Span cols;
 };
 
 // Taps grouped by filter, and per filter the constant that weights whose
 // delay lies beyond the maximum contribute (weight times the overbound).
 template <typename T>
+// Taps of filter f reading input channel c are per_filter[f][k] for k in
+// [channel_begin[f][c], channel_begin[f][c + 1]).
 struct TapTable {
   std::vector<std::vector<Tap<T>>> per_filter;
+  std::vector<std::vector<int64_t>> channel_begin;
   std::vector<T> constant;
 };
 
@@ -80,9 +121,11 @@ TapTable<T> build_taps(const StepArgs& args,
   const T tolerance = static_cast<T>(args.tolerance);
   const int rings = readout_rings(args.kind);
   const int64_t per_filter = s.channels * s.kernel_h * s.kernel_w;
+  const Planes planes(args, s);
 
   TapTable<T> table;
   table.per_filter.resize(s.filters);
+  table.channel_begin.resize(s.filters);
   table.constant.assign(s.filters, T(0));
   for (int64_t f = 0; f < s.filters; ++f) {
     auto& taps = table.per_filter[f];
@@ -100,19 +143,37 @@ TapTable<T> build_taps(const StepArgs& args,
         table.constant[f] += w * static_cast<T>(*args.current_overbound);
         continue;
       }
+      const Span rows = planes.rows(k.i);
+      const Span cols = planes.cols(k.j);
       for (int ring = 0; ring < rings; ++ring) {
         const TapPair<T> pair = tap_pair(readout, where, ring);
         if (pair.older != T(0)) {
-          taps.push_back({ring, where.older, f, k.c, k.i, k.j, w * pair.older});
+          taps.push_back({ring,
+                          where.older,
+                          f,
+                          k.c,
+                          k.i,
+                          k.j,
+                          w * pair.older,
+                          rows,
+                          cols});
         }
         if (pair.newer != T(0) && where.newer != where.older) {
-          taps.push_back({ring, where.newer, f, k.c, k.i, k.j, w * pair.newer});
+          taps.push_back({ring,
+                          where.newer,
+                          f,
+                          k.c,
+                          k.i,
+                          k.j,
+                          w * pair.newer,
+                          rows,
+                          cols});
         }
       }
     }
 
-    // Taps reading the same input plane run back to back, which keeps that
-    // plane in cache.
+    // Taps reading the same input channel run back to back: the kernels
+    // add one channel's taps at a time.
     std::stable_sort(
         taps.begin(), taps.end(), [](const Tap<T>& a, const Tap<T>& b) {
           if (a.c != b.c) {
@@ -120,6 +181,14 @@ TapTable<T> build_taps(const StepArgs& args,
           }
           return a.ring != b.ring ? a.ring < b.ring : a.steps < b.steps;
         });
+    auto& begin = table.channel_begin[f];
+    begin.assign(s.channels + 1, 0);
+    for (const Tap<T>& tap : taps) {
+      ++begin[tap.c + 1];
+    }
+    for (int64_t c = 0; c < s.channels; ++c) {
+      begin[c + 1] += begin[c];
+    }
   }
   return table;
 }
