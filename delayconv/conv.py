@@ -147,6 +147,15 @@ class Conv2D(nn.Module):
         if delay_init is not None and self.delayedby is not None:
             self.delay = delay_init(self.delay)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module registers any Parameter assigned to an attribute, bypassing
+        # the weight, bias and delay setters (and failing, as their parameters
+        # exist under other names). Properties get the value, as in inferno.
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def extra_repr(self) -> str:
         return (
             f"inshape={self.inshape}, outshape={self.outshape}, delay={self.delayedby}"
