@@ -113,6 +113,9 @@ class Conv2D(nn.Module):
             delay = _checks.real("delay", delay, nonnegative=True)
         batch_size = _checks.integer("batch_size", batch_size, minimum=1)
         _checks.flag("bias", bias)
+        _checks.optional_callable("weight_init", weight_init)
+        _checks.optional_callable("bias_init", bias_init)
+        _checks.optional_callable("delay_init", delay_init)
         _check_output(geometry)
         self.geometry = geometry
 
@@ -121,7 +124,6 @@ class Conv2D(nn.Module):
             made = synapse.compact(geometry, step_time, max_delay, batch_size)
         elif callable(synapse):
             made = synapse(geometry.synaptic_shape, step_time, max_delay, batch_size)
-            _warn_generic(made)
         else:
             raise TypeError(
                 "'synapse' must be a synapse constructor such as "
@@ -131,6 +133,8 @@ class Conv2D(nn.Module):
             raise TypeError(
                 f"'synapse' must construct a torch.nn.Module, got {type(made).__name__}"
             )
+        if not isinstance(synapse, SynapseConstructor):
+            _warn_generic(made)
         self.register_module("synapse_", made)
 
         kernel_shape = (self.filters, geometry.channels, *geometry.kernel)
