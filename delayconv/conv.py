@@ -410,7 +410,7 @@ class Conv2D(nn.Module):
             ``B x F x Hout x Wout`` in the weight dtype.
         """
         self._check_inputs(inputs)
-        if not isinstance(self.synapse, Synapse):
+        if not self._compact:
             return self._generic_forward(inputs, kwargs)
         delay = self.delay if self.delayedby else None
         return _dispatch.step(
@@ -447,7 +447,7 @@ class Conv2D(nn.Module):
             self._check_tensor(
                 f"injected current {index}", extra, expected, floating=True
             )
-        if not isinstance(self.synapse, Synapse):
+        if not self._compact:
             raise TypeError(
                 "forward_sequence needs a delayconv synapse model; "
                 f"{type(self.synapse).__name__} runs one step at a time with forward()"
@@ -460,6 +460,13 @@ class Conv2D(nn.Module):
         return _dispatch.sequence(
             self.synapse, inputs, total, self.weight, self.bias, delay, self.geometry
         )
+
+    @property
+    def _compact(self) -> bool:
+        # A delayconv synapse made through the common protocol (by a foreign
+        # constructor) holds the unfolded shape and takes the generic path.
+        synapse = self.synapse
+        return isinstance(synapse, Synapse) and synapse.layout == self.geometry
 
     def _check_inputs(self, inputs: tuple[torch.Tensor, ...]) -> None:
         if not inputs:
