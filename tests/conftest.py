@@ -284,3 +284,46 @@ def assert_same_state(before: dict[str, torch.Tensor], module: torch.nn.Module) 
         assert after[key].shape == value.shape, key
         assert after[key].dtype == value.dtype, key
         assert torch.equal(after[key], value), key
+
+
+def expected_spike_at(
+    history: list[torch.Tensor],
+    selector: torch.Tensor,
+    step_time: float,
+    max_delay: float | None,
+    model: ModelConfig,
+) -> torch.Tensor:
+    """Spikes read ``selector`` ms ago, worked out from SPEC section 3 alone.
+
+    ``history[k]`` holds the spikes ``k`` steps back (``B x *S``), ``R`` of them;
+    ``selector`` is ``B x *S x D``. The rules: clamp to ``[0, D]``; a selector
+    within the tolerance of an observation reads it; otherwise ``previous``
+    reads the older neighbour, ``nearest`` (and ``linear``, for spikes) the
+    newer one when the sample lies past the middle of the step; an overbound,
+    if set, replaces reads that lay beyond the tolerance outside ``[0, D]``.
+    """
+    dt, tol = step_time, model.tolerance
+    ring = torch.stack(history)
+    if len(history) == 1:
+        steps = torch.zeros(selector.shape, dtype=torch.long)
+        inbound = selector.abs() <= tol
+    else:
+        bounded = selector.clamp(0.0, max_delay or 0.0)
+        shift = bounded / dt
+        nearest_step = shift.round()
+        exact = (nearest_step * dt - bounded).abs() <= tol
+        older, newer = shift.ceil(), shift.floor()
+        since_older = dt - dt * (shift - shift.floor())
+        if model.mode in ("nearest", "linear"):
+            pick = torch.where(since_older / dt > 0.5, newer, older)
+        else:
+            pick = older
+        steps = torch.where(exact, nearest_step, pick).long()
+        inbound = (selector - bounded).abs() <= tol
+
+    # value[b, ..., d] = history[steps[b, ..., d]][b, ...]
+    expanded = ring.unsqueeze(-1).expand(*ring.shape, selector.shape[-1])
+    value = expanded.gather(0, steps.unsqueeze(0)).squeeze(0)
+    if model.spike_overbound is not None:
+        value = torch.where(inbound, value, model.spike_overbound)
+    return value

@@ -31,6 +31,7 @@ from .conftest import (
     DEVICES,
     MODELS,
     LayerConfig,
+    expected_spike_at,
     make_pair,
     model_config,
     random_input,
@@ -38,44 +39,6 @@ from .conftest import (
 )
 
 pytestmark = pytest.mark.usefixtures("single_thread")
-
-
-def expected_spike_at(
-    history: list[torch.Tensor],
-    selector: torch.Tensor,
-    config: LayerConfig,
-) -> torch.Tensor:
-    """Spikes read at ``selector`` ms ago, straight from SPEC section 3.
-
-    ``history[k]`` holds the unfolded spikes ``k`` steps back (``B x N x L``),
-    and the selector is ``B x N x L x F``.
-    """
-    model = config.model
-    dt, max_delay, tol = config.step_time, config.delay or 0.0, model.tolerance
-    ring = torch.stack(history)
-    if len(history) == 1:
-        steps = torch.zeros(selector.shape, dtype=torch.long)
-        inbound = selector.abs() <= tol
-    else:
-        bounded = selector.clamp(0.0, max_delay)
-        shift = bounded / dt
-        nearest_step = shift.round()
-        exact = (nearest_step * dt - bounded).abs() <= tol
-        older, newer = shift.ceil(), shift.floor()
-        since_older = dt - dt * (shift - shift.floor())
-        if model.mode == "nearest":
-            pick = torch.where(since_older / dt > 0.5, newer, older)
-        else:
-            pick = older
-        steps = torch.where(exact, nearest_step, pick).long()
-        inbound = (selector - bounded).abs() <= tol
-
-    # gather history[steps[b, n, l, f]][b, n, l]
-    expanded = ring.unsqueeze(-1).expand(-1, -1, -1, -1, selector.shape[-1])
-    value = expanded.gather(0, steps.unsqueeze(0)).squeeze(0)
-    if model.spike_overbound is not None:
-        value = torch.where(inbound, value, model.spike_overbound)
-    return value
 
 
 def explicit_presyn(data: torch.Tensor, config: LayerConfig) -> torch.Tensor:
@@ -118,7 +81,9 @@ def run_and_compare(config: LayerConfig, graded: bool, device: str) -> None:
     if not ours.delayedby or config.model.spikes_comparable:
         assert torch.equal(ours.synspike, theirs.synspike)
     if ours.delayedby:
-        want = expected_spike_at(history, ours.selector.cpu(), config)
+        want = expected_spike_at(
+            history, ours.selector.cpu(), config.step_time, config.delay, config.model
+        )
     else:
         want = history[0]
     assert torch.equal(ours.synspike.cpu(), want)
