@@ -51,24 +51,28 @@ def explicit_presyn(data: torch.Tensor, config: LayerConfig) -> torch.Tensor:
 
 
 def run_and_compare(config: LayerConfig, graded: bool, device: str) -> None:
+    """Runs both layers for ``2 R + 3`` steps and compares everything.
+
+    inferno, the oracle, always computes on the CPU; delayconv on ``device``.
+    """
     ours, theirs = make_pair(config)
-    ours, theirs = ours.to(device), theirs.to(device)
+    ours = ours.to(device)
     records = config.records
     assert ours.synapse.records == records
 
     history = [torch.zeros(config.batch_size, *ours.synapse.shape, dtype=torch.bool)]
     history = history * records
     for _ in range(2 * records + 3):
-        x = random_input(config.input_shape, graded).to(device)
+        x = random_input(config.input_shape, graded)
         extra = ()
         if config.model.name == "DeltaPlusCurrent":
-            extra = (torch.randn(config.input_shape, device=device),)
-        got = ours(x, *extra)
+            extra = (torch.randn(config.input_shape),)
+        got = ours(x.to(device), *(e.to(device) for e in extra))
         want = theirs(x, *extra)
         assert got.shape == (config.batch_size, config.filters, *config.out_size)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-5, atol=1e-4)
         unfolded = F.unfold(
-            (x != 0).float().cpu(),
+            (x != 0).float(),
             config.kernel,
             dilation=config.dilation,
             padding=config.padding,
@@ -76,44 +80,52 @@ def run_and_compare(config: LayerConfig, graded: bool, device: str) -> None:
         )
         history = [unfolded.bool(), *history[:-1]]
 
-    torch.testing.assert_close(ours.selector, theirs.selector, rtol=0, atol=0)
-    torch.testing.assert_close(ours.syncurrent, theirs.syncurrent, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ours.selector.cpu(), theirs.selector)
+    torch.testing.assert_close(
+        ours.syncurrent.cpu(), theirs.syncurrent, rtol=1e-5, atol=1e-5
+    )
+    spikes = ours.synspike.cpu()
     if not ours.delayedby or config.model.spikes_comparable:
-        assert torch.equal(ours.synspike, theirs.synspike)
+        assert torch.equal(spikes, theirs.synspike)
     if ours.delayedby:
         want = expected_spike_at(
-            history, ours.selector.cpu(), config.step_time, config.delay, config.model
+            history, theirs.selector, config.step_time, config.delay, config.model
         )
     else:
         want = history[0]
-    assert torch.equal(ours.synspike.cpu(), want)
+    assert torch.equal(spikes, want)
 
 
 def compare_reshaping(config: LayerConfig, device: str) -> None:
+    """Checks the reshaping methods on ``device`` against inferno's on the CPU."""
     ours, theirs = make_pair(config)
-    ours, theirs = ours.to(device), theirs.to(device)
+    ours = ours.to(device)
     n = config.channels * math.prod(config.kernel)
     fields = math.prod(config.out_size)
 
-    image = torch.rand(config.input_shape, device=device)
-    torch.testing.assert_close(ours.like_synaptic(image), theirs.like_synaptic(image))
-    spikes = image < 0.4
-    assert torch.equal(ours.like_synaptic(spikes), theirs.like_synaptic(spikes))
+    def both(method, data):
+        return getattr(ours, method)(data.to(device)).cpu(), getattr(theirs, method)(
+            data
+        )
 
-    synaptic = torch.rand(config.batch_size, n, fields, device=device) + 0.5
-    folded, reference = ours.like_input(synaptic), theirs.like_input(synaptic)
+    image = torch.rand(config.input_shape)
+    torch.testing.assert_close(*both("like_synaptic", image))
+    got, want = both("like_synaptic", image < 0.4)
+    assert got.dtype == torch.bool and torch.equal(got, want)
+
+    synaptic = torch.rand(config.batch_size, n, fields) + 0.5
+    folded, reference = both("like_input", synaptic)
     covered = ~reference.isnan()
     torch.testing.assert_close(folded[covered], reference[covered])
     assert torch.all(folded[~covered] == 0)
 
-    reduced = torch.rand(config.filters, 1, 1, 1, device=device)
-    assert torch.equal(ours.like_bias(reduced), theirs.like_bias(reduced))
+    got, want = both("like_bias", torch.rand(config.filters, 1, 1, 1))
+    assert torch.equal(got, want)
+    got, want = both("postsyn_receptive", torch.rand(config.batch_size, *ours.outshape))
+    assert torch.equal(got, want)
 
-    output = torch.rand(config.batch_size, *ours.outshape, device=device)
-    assert torch.equal(ours.postsyn_receptive(output), theirs.postsyn_receptive(output))
-
-    for data in (synaptic, ours.selector):
-        got = ours.presyn_receptive(data)
+    for data in (synaptic, theirs.selector):
+        got = ours.presyn_receptive(data.to(device)).cpu()
         assert torch.equal(got, explicit_presyn(data, config))
 
 
@@ -186,13 +198,19 @@ def test_uncovered_pixels_fold_to_zero(device, rng):
         rng, kernel=(1, 2), stride=(2, 3), dilation=(1, 1), padding=(0, 0)
     )
     compare_reshaping(config, device)
+
+    covered = torch.zeros(config.height, config.width, dtype=torch.bool)
+    out_height, out_width = config.out_size
+    for y in range(out_height):
+        for x in range(out_width):
+            covered[2 * y, 3 * x : 3 * x + 2] = True
     ours = config.build().to(device)
-    n, fields = config.channels * 2, math.prod(config.out_size)
-    data = torch.rand(config.batch_size, n, fields, device=device) + 0.5
-    folded = ours.like_input(data)
-    assert not folded.isnan().any()
-    assert (folded == 0).any() and (folded != 0).any()
-    spikes = ours.like_input(data > 1.0)
+    fields = out_height * out_width
+    data = torch.rand(config.batch_size, config.channels * 2, fields) + 0.5
+    folded = ours.like_input(data.to(device)).cpu()
+    assert not covered.all()
+    assert torch.equal(folded != 0, covered.expand_as(folded))
+    spikes = ours.like_input((data > 1.0).to(device))
     assert spikes.dtype == torch.bool
 
 
