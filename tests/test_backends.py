@@ -118,7 +118,7 @@ def run_both(config, dtype, device, rng, uniform=False):
 @pytest.mark.usefixtures("single_thread")
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("trial", range(12))
+@pytest.mark.parametrize("trial", range(20))
 def test_compiled_step_equals_reference(trial, dtype, device, rng):
     config = random_layer(rng, model=random_model(rng))
     run_both(config, dtype, device, rng, uniform=rng.random() < 0.2)

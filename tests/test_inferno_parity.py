@@ -130,7 +130,7 @@ def compare_reshaping(config: LayerConfig, device: str) -> None:
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("trial", range(16))
+@pytest.mark.parametrize("trial", range(32))
 def test_random_layers_match_inferno(trial, device, rng):
     config = random_layer(rng)
     run_and_compare(config, graded=rng.random() < 0.5, device=device)
