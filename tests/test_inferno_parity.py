@@ -104,9 +104,8 @@ def compare_reshaping(config: LayerConfig, device: str) -> None:
     fields = math.prod(config.out_size)
 
     def both(method, data):
-        return getattr(ours, method)(data.to(device)).cpu(), getattr(theirs, method)(
-            data
-        )
+        mine = getattr(ours, method)(data.to(device)).cpu()
+        return mine, getattr(theirs, method)(data)
 
     image = torch.rand(config.input_shape)
     torch.testing.assert_close(*both("like_synaptic", image))
@@ -137,7 +136,16 @@ def test_random_layers_match_inferno(trial, device, rng):
 
 
 OPTIONS = {
-    "exact-no-overbound": {"tolerance": 0.0, "current_overbound": None},
+    "exact-default": {
+        "tolerance": 0.0,
+        "current_overbound": 0.0,
+        "spike_overbound": False,
+    },
+    "exact-no-overbound": {
+        "tolerance": 0.0,
+        "current_overbound": None,
+        "spike_overbound": None,
+    },
     "exact-overbound": {
         "tolerance": 0.0,
         "current_overbound": 0.3,
@@ -178,7 +186,7 @@ def test_every_model_and_option_matches_inferno(name, mode, options, device, rng
     "delay", [None, 0.0, 1.7], ids=["undelayed", "zero", "delayed"]
 )
 @pytest.mark.parametrize("bias", [False, True], ids=["unbiased", "biased"])
-def test_undelayed_and_zero_delay_layers_match_inferno(delay, bias, device, rng):
+def test_delay_settings_and_bias_match_inferno(delay, bias, device, rng):
     model = model_config(rng.choice(MODELS))
     config = random_layer(rng, model=model, delay=delay, bias=bias)
     run_and_compare(config, graded=False, device=device)
