@@ -32,8 +32,6 @@ DEVICES = [
     ),
 ]
 
-FLOAT_DTYPES = [torch.float32, torch.float64]
-
 MODELS = (
     "DeltaCurrent",
     "DeltaPlusCurrent",
@@ -56,8 +54,8 @@ def single_thread():
 
     The tests that use it compute on tensors of a few hundred elements, where
     more threads only add synchronisation, which on a loaded two-core machine
-    costs several times the work itself. Tests of the compiled kernels keep the
-    default number of threads, so that their parallel loops run in parallel.
+    costs several times the work itself. The test of the kernels' parallel
+    loops sets its own thread count instead.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -203,7 +201,9 @@ class LayerConfig:
 def random_layer(
     rng: random.Random, model: ModelConfig | None = None, **fixed: Any
 ) -> LayerConfig:
-    """Odd geometry on purpose: unequal pairs, and a nonempty output always."""
+    """Odd geometry on purpose (kernel, stride, padding and dilation drawn per
+    dimension, so mostly unequal pairs); ``fixed`` overrides any field. The
+    output is never empty."""
     while True:
         config = LayerConfig(
             height=rng.randint(5, 10),
@@ -228,8 +228,9 @@ def random_layer(
 def random_delays(
     shape: tuple[int, ...], max_delay: float, step_time: float, dtype=torch.float32
 ) -> torch.Tensor:
-    """Distinct fractional delays in ms over ``[0, 1.3 D + 0.5)``, a third of them
-    snapped onto step multiples, and at least one beyond the maximum."""
+    """Per-weight delays in ms over ``[0, 1.3 D + 0.5)``: fractional and distinct,
+    except that a third of them sit exactly on step multiples; the first lies
+    beyond the maximum."""
     delays = torch.rand(shape, dtype=dtype) * (max_delay * 1.3 + 0.5)
     flat = delays.view(-1)
     snapped = flat[1::3]
