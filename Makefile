@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 SOURCES := setup.py pyproject.toml $(shell find csrc delayconv -type f \
 	\( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' \) 2>/dev/null)
-PY_PATHS := delayconv tests benchmarks setup.py
+PY_PATHS := $(wildcard delayconv tests benchmarks setup.py)
 CXX_FILES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
 .PHONY: demo test lint format bench cuda-check clean

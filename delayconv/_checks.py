@@ -88,6 +88,12 @@ def optional_bool(name: str, value: Any) -> bool | None:
     raise TypeError(f"'{name}' must be a bool or None, got {_show(value)}")
 
 
+def optional_callable(name: str, value: Any) -> None:
+    """Raises unless ``value`` is None or callable."""
+    if value is not None and not callable(value):
+        raise TypeError(f"'{name}' must be callable or None, got {_show(value)}")
+
+
 def flag(name: str, value: Any) -> bool:
     """Returns ``value`` if it is a bool."""
     if not isinstance(value, bool):

@@ -113,6 +113,9 @@ class Conv2D(nn.Module):
             delay = _checks.real("delay", delay, nonnegative=True)
         batch_size = _checks.integer("batch_size", batch_size, minimum=1)
         _checks.flag("bias", bias)
+        _checks.optional_callable("weight_init", weight_init)
+        _checks.optional_callable("bias_init", bias_init)
+        _checks.optional_callable("delay_init", delay_init)
         _check_output(geometry)
         self.geometry = geometry
 
@@ -121,7 +124,6 @@ class Conv2D(nn.Module):
             made = synapse.compact(geometry, step_time, max_delay, batch_size)
         elif callable(synapse):
             made = synapse(geometry.synaptic_shape, step_time, max_delay, batch_size)
-            _warn_generic(made)
         else:
             raise TypeError(
                 "'synapse' must be a synapse constructor such as "
@@ -131,6 +133,8 @@ class Conv2D(nn.Module):
             raise TypeError(
                 f"'synapse' must construct a torch.nn.Module, got {type(made).__name__}"
             )
+        if not isinstance(synapse, SynapseConstructor):
+            _warn_generic(made)
         self.register_module("synapse_", made)
 
         kernel_shape = (self.filters, geometry.channels, *geometry.kernel)
@@ -146,6 +150,15 @@ class Conv2D(nn.Module):
             self.bias = bias_init(self.bias)
         if delay_init is not None and self.delayedby is not None:
             self.delay = delay_init(self.delay)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # nn.Module registers any Parameter assigned to an attribute, bypassing
+        # the weight, bias and delay setters (and failing, as their parameters
+        # exist under other names). Properties get the value, as in inferno.
+        if isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def extra_repr(self) -> str:
         return (
@@ -397,7 +410,7 @@ class Conv2D(nn.Module):
             ``B x F x Hout x Wout`` in the weight dtype.
         """
         self._check_inputs(inputs)
-        if not isinstance(self.synapse, Synapse):
+        if not self._compact:
             return self._generic_forward(inputs, kwargs)
         delay = self.delay if self.delayedby else None
         return _dispatch.step(
@@ -434,7 +447,7 @@ class Conv2D(nn.Module):
             self._check_tensor(
                 f"injected current {index}", extra, expected, floating=True
             )
-        if not isinstance(self.synapse, Synapse):
+        if not self._compact:
             raise TypeError(
                 "forward_sequence needs a delayconv synapse model; "
                 f"{type(self.synapse).__name__} runs one step at a time with forward()"
@@ -447,6 +460,13 @@ class Conv2D(nn.Module):
         return _dispatch.sequence(
             self.synapse, inputs, total, self.weight, self.bias, delay, self.geometry
         )
+
+    @property
+    def _compact(self) -> bool:
+        # A delayconv synapse made through the common protocol (by a foreign
+        # constructor) holds the unfolded shape and takes the generic path.
+        synapse = self.synapse
+        return isinstance(synapse, Synapse) and synapse.layout == self.geometry
 
     def _check_inputs(self, inputs: tuple[torch.Tensor, ...]) -> None:
         if not inputs:
