@@ -13,6 +13,7 @@ running the whole global batch.
 
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass, field
 
@@ -133,20 +134,28 @@ def wrap(model: MotionNet, cluster: Cluster) -> torch.nn.Module:
     """The module to train: ``model`` itself, or under DDP with several
     processes.
 
-    DDP's default ``broadcast_buffers=True`` copies rank 0's buffers over the
-    others' at every forward. The only buffers here are the synapse ring of
-    ``Conv2D``, which holds each process's own recent inputs: overwriting it
-    would replace a process's history with another's. Every forward clears the
-    ring before use, so there is nothing to keep in step, and setting a new
-    batch size reallocates the ring, which would leave DDP broadcasting
-    tensors the module no longer uses; the broadcast is therefore switched off.
+    By default DDP copies rank 0's buffers over the other processes' at every
+    forward. The only buffers here are the synapse ring of ``Conv2D``, which
+    holds each process's own recent inputs: overwriting it would hand every
+    process rank 0's history. The network clears the ring before each batch,
+    so there is nothing to keep in step; and setting a new batch size
+    reallocates the ring, leaving DDP to broadcast tensors the module no
+    longer uses. That per-forward copy is therefore switched off (the one copy
+    at start-up, of an all-zero ring, is harmless).
     """
     if cluster.world == 1:
         return model
     device_ids = [cluster.device.index] if cluster.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=device_ids, broadcast_buffers=False
+
+    # torch 2.13 renamed the switch; older versions know only the old name.
+    ddp = torch.nn.parallel.DistributedDataParallel
+    parameters = inspect.signature(ddp.__init__).parameters
+    name = (
+        "forward_sync_buffers"
+        if "forward_sync_buffers" in parameters
+        else "broadcast_buffers"
     )
+    return ddp(model, device_ids=device_ids, **{name: False})
 
 
 def global_batches(
