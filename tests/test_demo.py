@@ -40,6 +40,19 @@ def test_movies_are_dots_that_drift_with_the_label():
         assert 1 <= int(movie[0].sum()) <= task.dots
 
 
+def test_a_strobe_shows_the_dots_every_interval_steps_only():
+    task = MotionTask(size=9, steps=7, dots=2, noise=0.0, interval=3)
+    movies, labels = task.generate(16, torch.Generator().manual_seed(4))
+
+    shown = torch.arange(task.steps) % task.interval == 0
+    assert not movies[:, ~shown].any()
+    for movie, label in zip(movies, labels, strict=True):
+        direction, speed = divmod(int(label), len(task.speeds))
+        jump = [3 * task.speeds[speed] * unit for unit in DIRECTIONS[direction]]
+        for before, after in itertools.pairwise(movie[shown]):
+            assert torch.equal(after, before.roll(jump, dims=(-2, -1)))
+
+
 def test_noise_adds_background_spikes_at_its_rate():
     movies, _ = MotionTask(size=16, steps=20, dots=1, noise=0.1).generate(
         64, torch.Generator().manual_seed(1)

@@ -10,7 +10,8 @@ line those pixels up in time; one without delays sees a frame at a time.
 
 Background spikes, a few per frame, make the movies noisy, so that telling the
 motions apart takes several aligned dots (a coincidence) rather than any trace
-of the previous frame.
+of the previous frame. A strobe (``interval`` > 1) shows the dots only every
+few steps, so that the motion lies only in pixels lit further apart in time.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class MotionTask:
         steps: frames per movie ``T``, one per simulation step.
         dots: dots per movie; they all move with the same velocity.
         speeds: the speeds to tell apart, in pixels per step.
-        noise: probability that a pixel spikes at a step with no dot on it.
+        noise: probability that a pixel spikes at a step, dot or no dot.
+        interval: steps between frames that show the dots; the steps between
+            show background spikes only, like a strobe.
     """
 
     size: int = 16
@@ -41,6 +44,7 @@ class MotionTask:
     dots: int = 3
     speeds: tuple[int, ...] = (1, 2)
     noise: float = 0.02
+    interval: int = 1
 
     @property
     def classes(self) -> int:
@@ -87,6 +91,7 @@ class MotionTask:
             samples, self.steps, self.size * self.size, dtype=torch.bool
         )
         movies.scatter_(2, flat, True)
+        movies[:, torch.arange(self.steps) % self.interval != 0] = False
 
         # Background spikes, independent of the class and of one another.
         shape = (samples, self.steps, self.size * self.size)

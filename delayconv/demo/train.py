@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,7 @@ class TrainConfig:
         seed: seed of the initial weights, the random delays and the data order.
     """
 
-    epochs: int = 6
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 0.02
     delay_lr: float = 0.2
@@ -88,11 +89,20 @@ class Cluster:
         return self.rank == 0
 
 
-def build_model(variant: str, size: int, classes: int, config: TrainConfig):
+def build_model(
+    variant: str, size: int, classes: int, config: TrainConfig
+) -> MotionNet:
     """The network of ``variant`` with its gradients switched on.
 
     The weights come from the same seed for every variant, and the ``learned``
-    and ``random`` variants start from the same random delays.
+    and ``random`` variants start from the same random delays, uniform on
+    ``[0, max_delay]`` ms.
+
+    Args:
+        variant: ``"learned"``, ``"zero"`` or ``"random"``.
+        size: frame height and width, in pixels.
+        classes: number of classes.
+        config: the hyperparameters.
     """
     if variant not in VARIANTS:
         raise ValueError(f"'variant' must be one of {VARIANTS}, got {variant!r}")
@@ -189,7 +199,7 @@ def train_epoch(
     config: TrainConfig,
     epoch: int,
     cluster: Cluster,
-    progress=None,
+    progress: Any = None,
 ) -> tuple[float, float]:
     """One pass over the training set.
 
@@ -204,7 +214,7 @@ def train_epoch(
         progress: a tqdm bar to advance by one per batch, or None.
 
     Returns:
-        ``(loss, accuracy)`` averaged over this process's samples.
+        ``(loss, accuracy)`` averaged over the samples of all processes.
     """
     movies, labels = data
     trained.train()
@@ -226,6 +236,13 @@ def train_epoch(
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{loss.item():.3f}")
+
+    # Every process reports the figures of the whole training set.
+    totals = torch.tensor([total_loss, correct, seen], dtype=torch.float64)
+    if cluster.world > 1:
+        totals = totals.to(cluster.device)
+        dist.all_reduce(totals)
+    total_loss, correct, seen = totals.tolist()
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
