@@ -77,9 +77,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--device",
-        choices=("auto", "cpu", "cuda"),
-        default="auto",
-        help="where to train; auto takes a GPU when there is one",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where to train; with --ddp, cpu uses gloo and cuda NCCL",
     )
     add(
         "--ddp",
@@ -97,9 +97,9 @@ def start_cluster(args: argparse.Namespace) -> Cluster:
             "this process was started by torchrun with several processes, but "
             "without --ddp each would train the whole demo on its own; add --ddp"
         )
-    cuda = args.device == "cuda" or (
-        args.device == "auto" and torch.cuda.is_available()
-    )
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        sys.exit("--device cuda needs a CUDA build of torch and a visible GPU")
     if not args.ddp:
         return Cluster(device=torch.device("cuda" if cuda else "cpu"))
     if "RANK" not in os.environ:
@@ -110,6 +110,14 @@ def start_cluster(args: argparse.Namespace) -> Cluster:
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if cuda:
+        # NCCL refuses two processes on one GPU.
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            sys.exit(
+                f"NCCL needs a GPU per process, but this machine has {gpus} for "
+                f"{os.environ.get('LOCAL_WORLD_SIZE', '?')} processes; start "
+                "fewer, or train on the CPU over gloo with --device cpu"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
@@ -119,6 +127,7 @@ def start_cluster(args: argparse.Namespace) -> Cluster:
 
 
 def check_sizes(args: argparse.Namespace, cluster: Cluster) -> None:
+    """Stops with a message on sizes that cannot be split into batches."""
     if args.batch_size % cluster.world:
         sys.exit(
             f"--batch-size {args.batch_size} must split evenly over the "
