@@ -58,7 +58,7 @@ bench: $(VENV)/.built
 	$(BIN)/python -m benchmarks
 
 cuda-check:
-	bash benchmarks/cuda_check.sh "$(PYTHON)" "$(CUDA_VENV)" "$(CUDA_TORCH_SPEC)"
+	bash .ci/cuda-check "$(PYTHON)" "$(CUDA_VENV)" "$(CUDA_TORCH_SPEC)"
 
 clean:
 	rm -rf build *.egg-info delayconv/*.so
