@@ -7,6 +7,8 @@
 #include <Python.h>
 #include <torch/library.h>
 
+#include "cpu/taps.h"
+
 extern "C" {
 // Python calls this on import; an empty module is all that is needed.
 PyObject* PyInit__C(void) {
@@ -15,6 +17,23 @@ PyObject* PyInit__C(void) {
   return PyModule_Create(&module);
 }
 }
+
+namespace {
+
+// The CPU kernels' index arithmetic, callable from Python so that the tests
+// can check it at sizes no test machine could allocate.
+int64_t plane_offset(int64_t newest,
+                     int64_t records,
+                     int64_t size,
+                     int64_t t,
+                     int64_t steps,
+                     int64_t bc,
+                     int64_t area) {
+  return delayconv::cpu::Observations{newest, records, size}.plane_offset(
+      t, steps, bc, area);
+}
+
+}  // namespace
 
 // The synapse model and convolution settings every step operator takes.
 #define DELAYCONV_STEP_CONFIG                                       \
@@ -49,4 +68,11 @@ TORCH_LIBRARY(delayconv, m) {
       "delay, " DELAYCONV_STEP_CONFIG
       ", bool[5] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+
+  // The element offset of a plane of an observation in a ring (records > 0)
+  // or a history (records == 0), as the CPU kernels compute it.
+  m.def(
+      "_plane_offset(int newest, int records, int size, int t, int steps, "
+      "int bc, int area) -> int",
+      &plane_offset);
 }

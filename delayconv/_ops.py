@@ -439,14 +439,26 @@ if AVAILABLE:
         return outputs, spikes, currents
 
 
+def _registered_kernels() -> frozenset[tuple[str, str]]:
+    """(operator, device type) pairs this build has kernels for, read once: the
+    registrations are fixed once ``_C`` is loaded."""
+    if not AVAILABLE:
+        return frozenset()
+    found = set()
+    for op in ("step_", "sequence", "sequence_backward"):
+        for device, key in (("cpu", "CPU"), ("cuda", "CUDA")):
+            name = f"delayconv::{op}"
+            if torch._C._dispatch_has_kernel_for_dispatch_key(name, key):
+                found.add((op, device))
+    return frozenset(found)
+
+
+_KERNELS = _registered_kernels()
+
+
 def has_kernel(device_type: str, op: str = "step_") -> bool:
     """Whether this build registered operator ``op`` for a device type."""
-    if not AVAILABLE:
-        return False
-    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
-    return key is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"delayconv::{op}", key
-    )
+    return (op, device_type) in _KERNELS
 
 
 def step_config(spec, geometry) -> tuple:

@@ -22,7 +22,7 @@ struct Sources {
   const S* plane(
       int64_t ring, int64_t steps, int64_t t, int64_t bc, int64_t area) const {
     const S* base = ring == 0 ? a : b;
-    return base + where.index(t, steps) * where.size + bc * area;
+    return base + where.plane_offset(t, steps, bc, area);
   }
 };
 

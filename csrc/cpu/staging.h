@@ -44,7 +44,7 @@ struct Staged {
   // back from the newest observation of step t.
   const T* plane(int64_t ring, int64_t steps, int64_t t, int64_t bc) const {
     return data.template const_data_ptr<T>() + ring * ring_size +
-           where.index(t, steps) * where.size + bc * area();
+           where.plane_offset(t, steps, bc, area());
   }
 };
 

@@ -204,6 +204,16 @@ struct Observations {
   int64_t index(int64_t t, int64_t steps) const {
     return records > 0 ? slot_back(newest, steps, records) : newest + t - steps;
   }
+
+  // Element offset of plane bc = (batch, channel), `area` elements each, of
+  // that observation. All in 64 bits: a ring or a history of a large layer
+  // passes 2^31 elements long before memory runs out.
+  int64_t plane_offset(int64_t t,
+                       int64_t steps,
+                       int64_t bc,
+                       int64_t area) const {
+    return index(t, steps) * size + bc * area;
+  }
 };
 
 }  // namespace cpu
