@@ -15,8 +15,9 @@ CUDA_TORCH_SPEC ?= torch==2.14.1
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
-SOURCES := setup.py pyproject.toml $(shell find csrc delayconv -type f \
-	\( -name '*.py' -o -name '*.cpp' -o -name '*.h' -o -name '*.cu' \) 2>/dev/null)
+# Only what is compiled: the editable install picks up Python edits by itself.
+NATIVE_SOURCES := setup.py $(shell find csrc -type f \
+	\( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) 2>/dev/null)
 PY_PATHS := $(wildcard delayconv tests benchmarks setup.py)
 CXX_FILES = $(shell find csrc -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh')
 
@@ -32,7 +33,7 @@ $(VENV)/.deps: requirements-dev.txt | $(BIN)/python
 
 # An editable install builds the extension next to the sources, so that code
 # run from the checkout (tests, benchmarks, demo) imports the compiled package.
-$(VENV)/.built: $(VENV)/.deps $(SOURCES)
+$(VENV)/.built: $(VENV)/.deps $(NATIVE_SOURCES)
 	$(BIN)/python -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 

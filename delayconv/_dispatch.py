@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -27,9 +29,12 @@ def set_backend(name: str) -> None:
     """Selects how :class:`~delayconv.Conv2D` computes a step.
 
     ``auto`` (the default) uses the compiled operators where they are built for
-    the tensors' device and dtype, else the reference with a one-time warning;
-    ``compiled`` insists on them; ``reference`` always runs the readable
-    pure-PyTorch implementation.
+    the tensors' device and dtype. On the CPU it falls back to the reference,
+    with a one-time warning, for dtypes the kernels do not compute in (half
+    precision); on a GPU a build without CUDA kernels is an error that says how
+    to rebuild, since the reference would be orders of magnitude slower there
+    than the user expects. ``compiled`` insists on the operators everywhere;
+    ``reference`` always runs the readable pure-PyTorch implementation.
     """
     global _backend
     if name not in BACKENDS:
@@ -85,9 +90,25 @@ def _use_compiled(weight: torch.Tensor, op: str) -> bool:
         warnings.warn(
             f"{reason}. Falling back to the pure-PyTorch reference, which is much "
             "slower.",
-            stacklevel=4,
+            stacklevel=_caller_level(),
         )
     return False
+
+
+def _caller_level() -> int:
+    """The stacklevel of the first frame outside delayconv and torch.nn, so that
+    a warning points at the user's line, however deep the call came from."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    modules = os.path.dirname(
+        os.path.abspath(torch.nn.Module.__call__.__code__.co_filename)
+    )
+    frame, level = sys._getframe(1), 1
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith((package, modules)):
+            return level
+        frame, level = frame.f_back, level + 1
+    return 1
 
 
 def _check_delay_grad(synapse: Synapse, delay: torch.Tensor | None) -> None:

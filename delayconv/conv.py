@@ -271,9 +271,12 @@ class Conv2D(nn.Module):
     ) -> torch.Tensor:
         value = value.data if isinstance(value, nn.Parameter) else value
         _checks.tensor_like(name, value, tuple(current.shape), device=current.device)
-        if not value.is_floating_point():
+        if value.dtype != current.dtype:
+            # A parameter of another dtype than its siblings and the ring would
+            # fail later, in the middle of a step; convert the whole layer.
             raise TypeError(
-                f"'{name}' must be a floating-point tensor, got {value.dtype}"
+                f"'{name}' must have the layer's dtype {current.dtype}, got "
+                f"{value.dtype}; convert the value, or the layer with .to(dtype)"
             )
         return value
 
