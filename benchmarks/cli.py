@@ -1,0 +1,227 @@
+"""Command line of ``python -m benchmarks``: plan, run, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import layers, models
+from .cases import MODES, Case, PlanSpec, plan
+from .implementations import FLOOR, IMPLEMENTATIONS
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "tmp"
+ORDER = (
+    "conv2d",
+    "conv2d+update",
+    "delayconv",
+    "reference",
+    "delayconv-steps",
+    "conv3d",
+    "inferno",
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=(
+            "Times delayconv's Conv2D against its pure-PyTorch reference, inferno's "
+            "Conv2D, the conv2d floor and a dense conv3d, on the same inputs, and "
+            "writes a table, a JSON file of every measurement and plots."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument(
+        "--mode",
+        nargs="+",
+        choices=MODES,
+        default=list(MODES),
+        help="step: one step; seq-fwd: T steps forward; seq-fwdbwd: T steps "
+        "forward and backward (sequence modes run on delayed layers only)",
+    )
+    p.add_argument(
+        "--layer",
+        nargs="+",
+        metavar="NAME",
+        help="named layers: "
+        + ", ".join(f"{n} ({lay.describe()})" for n, lay in layers.NAMED.items())
+        + "; default: the CPU issue's four, plus large-d16 on cuda",
+    )
+    p.add_argument(
+        "--shape",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help=f"user-given layers as {layers.SHAPE_FORMAT}, e.g. 8,16,28x28,32,3,1,4",
+    )
+    p.add_argument(
+        "--synapse",
+        nargs="+",
+        choices=models.NAMES,
+        default=["delta", "single-exp"],
+    )
+    p.add_argument(
+        "--max-delay",
+        nargs="+",
+        metavar="STEPS",
+        help="run every layer at these max delays (steps, or 'none') instead of "
+        "its own",
+    )
+    p.add_argument("--batch", nargs="+", type=int, help="override the layers' batch")
+    p.add_argument("--density", type=float, default=0.1, help="spike density")
+    p.add_argument(
+        "--steps",
+        nargs="+",
+        type=int,
+        default=[16, 32],
+        metavar="T",
+        help="sequence lengths of the sequence modes",
+    )
+    p.add_argument(
+        "--impl",
+        nargs="+",
+        choices=ORDER,
+        default=list(ORDER),
+        help="implementations to compare (the floor always runs)",
+    )
+    p.add_argument("--repeats", type=int, default=10, help="timed units per case")
+    p.add_argument("--warmup", type=int, default=2, help="untimed units per case")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        help="seconds per case and implementation; a unit longer than this "
+        "is timed once and not repeated, and fewer repeats run when they "
+        "would exceed it",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="seconds after which a worker is killed",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        metavar="GB",
+        help="skip inferno where its estimated peak exceeds this (default: half "
+        "of the memory available at the start)",
+    )
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sweep-layer",
+        default="nmnist-d10",
+        help="layer of the max-delay and batch sweeps (a name or a shape), or "
+        "'none' for no sweeps",
+    )
+    p.add_argument("--sweep-synapse", choices=models.NAMES, default="delta")
+    p.add_argument("--sweep-delays", nargs="+", type=int, default=[0, 2, 4, 8, 16])
+    p.add_argument("--sweep-batches", nargs="+", type=int, default=[1, 4, 8, 16, 32])
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run of under a minute on a tiny layer, without inferno",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="print a torch.profiler breakdown of the first case instead of timing",
+    )
+    return p
+
+
+def _quick(args: argparse.Namespace) -> None:
+    """Shrinks a run to a smoke test; explicit --impl choices still hold."""
+    args.layer, args.shape, args.max_delay, args.batch = ["tiny-d3"], [], None, None
+    args.synapse = ["delta"]
+    args.mode = ["step", "seq-fwdbwd"]
+    args.steps = [4]
+    if args.impl == list(ORDER):
+        args.impl = [name for name in ORDER if name != "inferno"]
+    args.repeats, args.warmup, args.budget = 3, 1, 2.0
+    args.sweep_layer, args.sweep_delays, args.sweep_batches = "tiny-d3", [0, 3], [1, 2]
+
+
+def _layers(args: argparse.Namespace) -> list[layers.Layer]:
+    names = args.layer or list(
+        layers.CUDA_DEFAULT if args.device == "cuda" else layers.CPU_DEFAULT
+    )
+    chosen = layers.resolve(names) + [layers.parse_shape(s) for s in args.shape]
+    if args.max_delay:
+        delays = [None if d.lower() == "none" else int(d) for d in args.max_delay]
+        chosen = [lay.with_delay(d) for lay in chosen for d in delays]
+    if args.batch:
+        chosen = [lay.with_batch(b) for lay in chosen for b in args.batch]
+    return list(dict.fromkeys(chosen))
+
+
+def _sweep_layer(text: str) -> layers.Layer | None:
+    if text.lower() == "none":
+        return None
+    return layers.NAMED[text] if text in layers.NAMED else layers.parse_shape(text)
+
+
+def build_plan(args: argparse.Namespace) -> list[Case]:
+    spec = PlanSpec(
+        layers=_layers(args),
+        synapses=args.synapse,
+        modes=args.mode,
+        steps=args.steps,
+        density=args.density,
+        device=args.device,
+        seed=args.seed,
+        sweep_layer=_sweep_layer(args.sweep_layer),
+        sweep_synapse=args.sweep_synapse,
+        sweep_delays=args.sweep_delays,
+        sweep_batches=args.sweep_batches,
+    )
+    return plan(spec)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.quick:
+        _quick(args)
+    try:
+        cases = build_plan(args)
+    except (ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    threads = args.threads or torch.get_num_threads()
+    if args.profile:
+        from .profiling import profile_case
+
+        profile_case(cases[0], _implementations(args), threads)
+        return 0
+
+    from .run import run_all
+
+    start = time.perf_counter()
+    run_all(args, cases, _implementations(args), threads)
+    print(f"done in {time.perf_counter() - start:.0f} s; results in {args.out}")
+    return 0
+
+
+def _implementations(args: argparse.Namespace) -> list[str]:
+    chosen = set(args.impl) | {FLOOR}
+    return [name for name in ORDER if name in chosen and name in IMPLEMENTATIONS]
+
+
+def memory_limit(args: argparse.Namespace) -> float:
+    """Bytes above which inferno is not started (see ``--memory-limit``)."""
+    if args.memory_limit is not None:
+        return args.memory_limit * 1e9
+    import psutil
+
+    return psutil.virtual_memory().available / 2
