@@ -82,10 +82,12 @@ def _warm_up(impl, case: Case, inputs) -> None:
 
     This faults in the code and the per-shape library state (oneDNN's kernels
     for this convolution, the CUDA context) that the measured run would
-    otherwise count as its own memory. inferno warms up on a batch of one: its
-    steps take seconds and its own memory, gigabytes, dwarfs that state.
+    otherwise count as its own memory. A step warms up at full size: a few
+    megabytes of that state would swamp delayconv's own. The sequence modes and
+    inferno warm up on a batch of one: their units take seconds, and their own
+    memory, hundreds of megabytes or more, dwarfs that state.
     """
-    if impl.name == "inferno":
+    if case.sequence or impl.name == "inferno":
         case = case.smaller()
         inputs = make_inputs(case)
     runner = impl.build(case, inputs)

@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
         "--mode",
         nargs="+",
         choices=MODES,
-        default=list(MODES),
+        default=["step", "seq-fwdbwd"],
         help="step: one step; seq-fwd: T steps forward; seq-fwdbwd: T steps "
         "forward and backward (sequence modes run on delayed layers only)",
     )

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .cases import Case
+from .cases import MODES, Case
 from .inputs import Inputs
 from .models import STEP_TIME, TorchSynapse, delayconv_synapse, inferno_synapse
 
@@ -68,12 +68,14 @@ class Implementation:
             only where the layer has no delays to ignore.
         build: makes a :class:`Runner` for a case from its inputs.
         unsupported: why the implementation cannot run a case, or None.
+        modes: the modes it takes part in at all.
     """
 
     name: str
     exact: Callable[[Case], bool]
     build: Callable[[Case, Inputs], Runner]
     unsupported: Callable[[Case], str | None]
+    modes: tuple[str, ...] = MODES
 
 
 # ----- delayconv ----------------------------------------------------------
@@ -181,15 +183,11 @@ def _build_steps(case: Case, inputs: Inputs) -> Runner:
     )
 
 
-def _unless_steps(case: Case) -> str | None:
-    if not case.sequence:
-        return "T calls of the step path: sequence modes only"
+def _steps_unsupported(case: Case) -> str | None:
     # Without gradients each call runs the compiled step operator.
-    return (
-        None
-        if case.backward
-        else _needs_compiled_step(dataclasses.replace(case, mode="step"))
-    )
+    if case.backward:
+        return None
+    return _needs_compiled_step(dataclasses.replace(case, mode="step"))
 
 
 def _needs_compiled_step(case: Case) -> str | None:
@@ -247,7 +245,7 @@ def _inferno_unsupported(case: Case) -> str | None:
     if importlib.util.find_spec("inferno") is None:
         return "inferno-ai is not installed"
     if case.backward:
-        return "inferno is compared forward only (step and seq-fwd modes)"
+        return "inferno is compared forward only (modes step and seq-fwd)"
     return None
 
 
@@ -414,7 +412,13 @@ IMPLEMENTATIONS = {
             lambda c, i: _build_delayconv(c, i, "reference"),
             _always,
         ),
-        Implementation("delayconv-steps", _exact, _build_steps, _unless_steps),
+        Implementation(
+            "delayconv-steps",
+            _exact,
+            _build_steps,
+            _steps_unsupported,
+            modes=("seq-fwd", "seq-fwdbwd"),
+        ),
         Implementation("inferno", _exact, _build_inferno, _inferno_unsupported),
         Implementation(
             "conv2d", _undelayed_delta, lambda c, i: _build_conv2d(c, i, False), _always

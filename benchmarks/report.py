@@ -57,11 +57,15 @@ def derive(measurements: list[dict], copy_rate_gbs: float | None) -> None:
 
     for group in by_case.values():
         floor = _median(group.get(FLOOR))
+        update = _median(group.get("conv2d+update"))
+        dense = _median(group.get("conv3d"))
         dc = group.get("delayconv", {}).get("peak_bytes")
         oracle = group.get(ORACLE, {})
         for name, m in group.items():
             median = _median(m)
-            m["ratio_vs_floor"] = median / floor if median and floor else None
+            m["ratio_vs_floor"] = _divide(median, floor)
+            m["ratio_vs_conv2d_update"] = _divide(median, update)
+            m["ratio_vs_conv3d"] = _divide(median, dense)
             peak = m.get("peak_bytes")
             m["memory_vs_delayconv"] = peak / dc if peak and dc else None
             case = Case.from_json(m["case"])
@@ -77,6 +81,10 @@ def derive(measurements: list[dict], copy_rate_gbs: float | None) -> None:
             m["differs_from_reference"] = (
                 _difference(m, oracle) if exact and oracle else None
             )
+
+
+def _divide(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
 
 
 def _median(m: dict | None) -> float | None:
@@ -130,14 +138,16 @@ def table(meta: dict, measurements: list[dict]) -> str:
         f"device {meta['device']}, torch {meta['torch']}, {meta['threads']} threads, "
         f"commit {(meta.get('git_commit') or '?')[:10]}"
         + (" (with local changes)" if meta.get("git_dirty") else ""),
-        "median and min-max of the timed units; 'x floor' = median / conv2d's "
-        "median on the same case; 'peak' = peak memory growth of the "
-        "implementation's own process; 'x mem' = peak / delayconv's peak",
+        "median and min-max of the timed units; 'x floor', 'x c2d+upd', 'x conv3d' = "
+        "median / that implementation's median on the same case;",
+        "'peak' = peak memory growth of the implementation's own process; "
+        "'x mem' = peak / delayconv's peak; n = timed units",
     ]
     if meta.get("copy_rate_gbs"):
         lines.append(f"copy rate (dst.copy_(src)): {meta['copy_rate_gbs']:.1f} GB/s")
     gpu = meta["device"] == "cuda"
     header = ["implementation", "backend", "median ms", "min-max ms", "x floor"]
+    header += ["x c2d+upd", "x conv3d"]
     header += ["peak MB", "x mem", "n"] + (["GB/s", "% copy"] if gpu else [])
     header.append("notes")
 
@@ -168,6 +178,8 @@ def table(meta: dict, measurements: list[dict]) -> str:
                 _ms(m.get("median_s")),
                 spread,
                 _ratio(m.get("ratio_vs_floor")),
+                _ratio(m.get("ratio_vs_conv2d_update")),
+                _ratio(m.get("ratio_vs_conv3d")),
                 _megabytes(m.get("peak_bytes")),
                 _ratio(m.get("memory_vs_delayconv")),
                 str(m.get("n", 0)),

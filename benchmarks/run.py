@@ -62,7 +62,12 @@ def run_all(
     meta["copy"] = copy
     meta["copy_rate_gbs"] = copy.get("rate_gbs")
 
-    tasks = [(case, name) for case in cases for name in names]
+    tasks = [
+        (case, name)
+        for case in cases
+        for name in names
+        if case.mode in IMPLEMENTATIONS[name].modes
+    ]
     measurements: list[dict] = []
     with tqdm(total=len(tasks), unit="task", dynamic_ncols=True) as bar:
         for case, name in tasks:
