@@ -32,6 +32,10 @@ def child_main(connection, task: dict) -> None:
         warnings.simplefilter("always")
         try:
             torch.set_num_threads(task["threads"])
+            # Full float32 on the GPU, as delayconv computes: TF32 convolutions
+            # would be faster and less exact than the layers they stand in for.
+            torch.backends.cudnn.allow_tf32 = task.get("tf32", False)
+            torch.backends.cuda.matmul.allow_tf32 = task.get("tf32", False)
             if task["kind"] == "copy":
                 result = copy_rate(task["device"], task["bytes"])
             else:

@@ -83,6 +83,7 @@ class PlanSpec:
 
     layers: list[Layer]
     synapses: list[str]
+    sequence_synapses: list[str]
     modes: list[str]
     steps: list[int]
     density: float
@@ -110,7 +111,7 @@ def plan(spec: PlanSpec) -> list[Case]:
                     continue
                 # The sequence modes are about delays: T steps of an undelayed
                 # layer are one batched conv2d, which the floor already shows.
-                if layer.max_delay is None:
+                if layer.max_delay is None or synapse not in spec.sequence_synapses:
                     continue
                 for steps in spec.steps:
                     add(layer, synapse, mode, steps, "table")

@@ -64,6 +64,14 @@ def parser() -> argparse.ArgumentParser:
         default=["delta", "single-exp"],
     )
     p.add_argument(
+        "--seq-synapse",
+        nargs="+",
+        choices=models.NAMES,
+        default=["delta"],
+        help="synapse models of the sequence modes (among those of --synapse); "
+        "their units take seconds, so fewer run by default",
+    )
+    p.add_argument(
         "--max-delay",
         nargs="+",
         metavar="STEPS",
@@ -108,9 +116,14 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         metavar="GB",
         help="skip inferno where its estimated peak exceeds this (default: half "
-        "of the memory available at the start)",
+        "of the device's memory available at the start)",
     )
     p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    p.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let cuDNN and cuBLAS compute in TF32 on the GPU (default: float32)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--sweep-layer",
@@ -138,7 +151,7 @@ def parser() -> argparse.ArgumentParser:
 def _quick(args: argparse.Namespace) -> None:
     """Shrinks a run to a smoke test; explicit --impl choices still hold."""
     args.layer, args.shape, args.max_delay, args.batch = ["tiny-d3"], [], None, None
-    args.synapse = ["delta"]
+    args.synapse = args.seq_synapse = ["delta"]
     args.mode = ["step", "seq-fwdbwd"]
     args.steps = [4]
     if args.impl == list(ORDER):
@@ -170,6 +183,7 @@ def build_plan(args: argparse.Namespace) -> list[Case]:
     spec = PlanSpec(
         layers=_layers(args),
         synapses=args.synapse,
+        sequence_synapses=args.seq_synapse,
         modes=args.mode,
         steps=args.steps,
         density=args.density,
@@ -222,6 +236,10 @@ def memory_limit(args: argparse.Namespace) -> float:
     """Bytes above which inferno is not started (see ``--memory-limit``)."""
     if args.memory_limit is not None:
         return args.memory_limit * 1e9
+    if args.device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0] / 2
     import psutil
 
     return psutil.virtual_memory().available / 2

@@ -105,18 +105,23 @@ def _difference(m: dict, oracle: dict) -> float | None:
     return worst
 
 
+def _figure(value: float) -> str:
+    """Three significant digits, without an exponent for large values."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1e3:.3g}"
+    return "-" if seconds is None else _figure(seconds * 1e3)
 
 
 def _ratio(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"
-    return f"{value:.3g}x"
+    return _figure(value) + "x"
 
 
 def _megabytes(value: int | None) -> str:
-    return "-" if value is None else f"{value / 1e6:.3g}"
+    return "-" if value is None else _figure(value / 1e6)
 
 
 def _notes(m: dict) -> str:

@@ -82,6 +82,7 @@ def run_all(
                     "implementation": name,
                     "settings": dataclasses.asdict(settings),
                     "threads": threads,
+                    "tf32": args.tf32,
                 }
                 result = run_task(task, args.timeout)
             measurements.append(
