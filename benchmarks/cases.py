@@ -104,15 +104,16 @@ def plan(spec: PlanSpec) -> list[Case]:
         cases.setdefault(case, set()).add(group)
 
     for layer in spec.layers:
-        for synapse in spec.synapses:
-            for mode in spec.modes:
-                if mode == "step":
+        for mode in spec.modes:
+            if mode == "step":
+                for synapse in spec.synapses:
                     add(layer, synapse, mode, 1, "table")
-                    continue
-                # The sequence modes are about delays: T steps of an undelayed
-                # layer are one batched conv2d, which the floor already shows.
-                if layer.max_delay is None or synapse not in spec.sequence_synapses:
-                    continue
+                continue
+            # The sequence modes are about delays: T steps of an undelayed layer
+            # are one batched conv2d, which the floor already shows.
+            if layer.max_delay is None:
+                continue
+            for synapse in spec.sequence_synapses:
                 for steps in spec.steps:
                     add(layer, synapse, mode, steps, "table")
 

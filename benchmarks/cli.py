@@ -31,110 +31,16 @@ def parser() -> argparse.ArgumentParser:
             "Conv2D, the conv2d floor and a dense conv3d, on the same inputs, and "
             "writes a table, a JSON file of every measurement and plots."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    _cases(p.add_argument_group("what to measure"))
+    _sweeps(p.add_argument_group("sweeps, for the plots"))
+    _measuring(p.add_argument_group("how to measure"))
     p.add_argument(
-        "--mode",
-        nargs="+",
-        choices=MODES,
-        default=["step", "seq-fwdbwd"],
-        help="step: one step; seq-fwd: T steps forward; seq-fwdbwd: T steps "
-        "forward and backward (sequence modes run on delayed layers only)",
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help="output folder (default: benchmarks/results/tmp)",
     )
-    p.add_argument(
-        "--layer",
-        nargs="+",
-        metavar="NAME",
-        help="named layers: "
-        + ", ".join(f"{n} ({lay.describe()})" for n, lay in layers.NAMED.items())
-        + "; default: the CPU issue's four, plus large-d16 on cuda",
-    )
-    p.add_argument(
-        "--shape",
-        nargs="+",
-        default=[],
-        metavar="SPEC",
-        help=f"user-given layers as {layers.SHAPE_FORMAT}, e.g. 8,16,28x28,32,3,1,4",
-    )
-    p.add_argument(
-        "--synapse",
-        nargs="+",
-        choices=models.NAMES,
-        default=["delta", "single-exp"],
-    )
-    p.add_argument(
-        "--seq-synapse",
-        nargs="+",
-        choices=models.NAMES,
-        default=["delta"],
-        help="synapse models of the sequence modes (among those of --synapse); "
-        "their units take seconds, so fewer run by default",
-    )
-    p.add_argument(
-        "--max-delay",
-        nargs="+",
-        metavar="STEPS",
-        help="run every layer at these max delays (steps, or 'none') instead of "
-        "its own",
-    )
-    p.add_argument("--batch", nargs="+", type=int, help="override the layers' batch")
-    p.add_argument("--density", type=float, default=0.1, help="spike density")
-    p.add_argument(
-        "--steps",
-        nargs="+",
-        type=int,
-        default=[16, 32],
-        metavar="T",
-        help="sequence lengths of the sequence modes",
-    )
-    p.add_argument(
-        "--impl",
-        nargs="+",
-        choices=ORDER,
-        default=list(ORDER),
-        help="implementations to compare (the floor always runs)",
-    )
-    p.add_argument("--repeats", type=int, default=10, help="timed units per case")
-    p.add_argument("--warmup", type=int, default=2, help="untimed units per case")
-    p.add_argument(
-        "--budget",
-        type=float,
-        default=10.0,
-        help="seconds per case and implementation; a unit longer than this "
-        "is timed once and not repeated, and fewer repeats run when they "
-        "would exceed it",
-    )
-    p.add_argument(
-        "--timeout",
-        type=float,
-        default=600.0,
-        help="seconds after which a worker is killed",
-    )
-    p.add_argument(
-        "--memory-limit",
-        type=float,
-        metavar="GB",
-        help="skip inferno where its estimated peak exceeds this (default: half "
-        "of the device's memory available at the start)",
-    )
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's)")
-    p.add_argument(
-        "--tf32",
-        action="store_true",
-        help="let cuDNN and cuBLAS compute in TF32 on the GPU (default: float32)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--sweep-layer",
-        default="nmnist-d10",
-        help="layer of the max-delay and batch sweeps (a name or a shape), or "
-        "'none' for no sweeps",
-    )
-    p.add_argument("--sweep-synapse", choices=models.NAMES, default="delta")
-    p.add_argument("--sweep-delays", nargs="+", type=int, default=[0, 2, 4, 8, 16])
-    p.add_argument("--sweep-batches", nargs="+", type=int, default=[1, 4, 8, 16, 32])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -143,9 +49,154 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--profile",
         action="store_true",
-        help="print a torch.profiler breakdown of the first case instead of timing",
+        help="print a torch.profiler breakdown of the first planned case (pick "
+        "it with --layer, --synapse, --mode) instead of timing",
     )
     return p
+
+
+def _cases(g) -> None:
+    named = ", ".join(f"{n} ({lay.describe()})" for n, lay in layers.NAMED.items())
+    known = ", ".join(models.NAMES)
+    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    g.add_argument(
+        "--mode",
+        nargs="+",
+        choices=MODES,
+        default=["step", "seq-fwdbwd"],
+        metavar="MODE",
+        help="step: one step; seq-fwd: T steps forward; seq-fwdbwd: T steps "
+        "forward and backward; the sequence modes run on delayed layers only "
+        "(default: step seq-fwdbwd)",
+    )
+    g.add_argument(
+        "--layer",
+        nargs="+",
+        metavar="NAME",
+        help=f"named layers: {named} (default: the first four; on cuda also large-d16)",
+    )
+    g.add_argument(
+        "--shape",
+        nargs="+",
+        default=[],
+        metavar="SPEC",
+        help=f"user-given layers as {layers.SHAPE_FORMAT}, e.g. 8,16,28x28,32,3,1,4",
+    )
+    g.add_argument(
+        "--synapse",
+        nargs="+",
+        choices=models.NAMES,
+        default=["delta", "single-exp"],
+        metavar="MODEL",
+        help=f"synapse models of the step mode: {known} (default: delta single-exp)",
+    )
+    g.add_argument(
+        "--seq-synapse",
+        nargs="+",
+        choices=models.NAMES,
+        default=["delta"],
+        metavar="MODEL",
+        help="synapse models of the sequence modes, whose units take seconds "
+        "(default: delta)",
+    )
+    g.add_argument(
+        "--max-delay",
+        nargs="+",
+        metavar="STEPS",
+        help="run every layer at these max delays (steps, or 'none') instead of "
+        "its own",
+    )
+    g.add_argument("--batch", nargs="+", type=int, help="run every layer at these")
+    g.add_argument(
+        "--density", type=float, default=0.1, help="spike density (default: 0.1)"
+    )
+    g.add_argument(
+        "--steps",
+        nargs="+",
+        type=int,
+        default=[16, 32],
+        metavar="T",
+        help="sequence lengths of the sequence modes (default: 16 32)",
+    )
+    g.add_argument(
+        "--impl",
+        nargs="+",
+        choices=ORDER,
+        default=list(ORDER),
+        metavar="NAME",
+        help=f"implementations: {', '.join(ORDER)} (default: all; the conv2d "
+        "floor always runs)",
+    )
+    g.add_argument("--seed", type=int, default=0, help="(default: 0)")
+
+
+def _sweeps(g) -> None:
+    g.add_argument(
+        "--sweep-layer",
+        default="nmnist-d10",
+        help="layer of the max-delay and batch sweeps, a name or a shape, or "
+        "'none' for no sweeps (default: nmnist-d10)",
+    )
+    g.add_argument(
+        "--sweep-synapse",
+        choices=models.NAMES,
+        default="delta",
+        metavar="MODEL",
+        help="(default: delta)",
+    )
+    g.add_argument(
+        "--sweep-delays",
+        nargs="+",
+        type=int,
+        default=[0, 2, 4, 8, 10, 16],
+        metavar="STEPS",
+        help="(default: 0 2 4 8 10 16)",
+    )
+    g.add_argument(
+        "--sweep-batches",
+        nargs="+",
+        type=int,
+        default=[1, 4, 8, 16, 32],
+        metavar="B",
+        help="(default: 1 4 8 16 32)",
+    )
+
+
+def _measuring(g) -> None:
+    g.add_argument(
+        "--repeats", type=int, default=10, help="timed units per case (default: 10)"
+    )
+    g.add_argument(
+        "--warmup", type=int, default=2, help="untimed units per case (default: 2)"
+    )
+    g.add_argument(
+        "--budget",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="time per case and implementation: fewer repeats run where they "
+        "would exceed it, and a unit longer than it is timed once (default: 10)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="time after which a worker is killed (default: 600)",
+    )
+    g.add_argument(
+        "--memory-limit",
+        type=float,
+        metavar="GB",
+        help="skip inferno where its estimated peak exceeds this (default: half "
+        "of the device's memory available at the start)",
+    )
+    g.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    g.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let cuDNN and cuBLAS compute in TF32 on the GPU (default: float32)",
+    )
 
 
 def _quick(args: argparse.Namespace) -> None:
@@ -198,9 +249,15 @@ def build_plan(args: argparse.Namespace) -> list[Case]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     if args.quick:
         _quick(args)
+    counts = (*args.steps, args.repeats, *args.sweep_batches, args.threads or 1)
+    if min(counts) < 1 or args.warmup < 0 or min(args.sweep_delays) < 0:
+        p.error("counts (steps, repeats, batches, threads) must be at least 1")
+    if not 0 < args.density <= 1 or args.budget <= 0:
+        p.error("--density must lie in (0, 1] and --budget be positive")
     try:
         cases = build_plan(args)
     except (ValueError, KeyError) as error:
@@ -230,16 +287,3 @@ def main(argv: list[str] | None = None) -> int:
 def _implementations(args: argparse.Namespace) -> list[str]:
     chosen = set(args.impl) | {FLOOR}
     return [name for name in ORDER if name in chosen and name in IMPLEMENTATIONS]
-
-
-def memory_limit(args: argparse.Namespace) -> float:
-    """Bytes above which inferno is not started (see ``--memory-limit``)."""
-    if args.memory_limit is not None:
-        return args.memory_limit * 1e9
-    if args.device == "cuda":
-        import torch
-
-        return torch.cuda.mem_get_info()[0] / 2
-    import psutil
-
-    return psutil.virtual_memory().available / 2

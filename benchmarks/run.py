@@ -11,7 +11,6 @@ from tqdm import tqdm
 
 from . import machine
 from .cases import Case
-from .cli import memory_limit
 from .implementations import IMPLEMENTATIONS, inferno_bytes
 from .plots import write_plots
 from .report import derive, table, write_json
@@ -23,6 +22,19 @@ COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2**30}
 
 def _options(args: argparse.Namespace) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
+def memory_limit(args: argparse.Namespace) -> float:
+    """Bytes above which inferno is not started (see ``--memory-limit``)."""
+    if args.memory_limit is not None:
+        return args.memory_limit * 1e9
+    if args.device == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info()[0] / 2
+    import psutil
+
+    return psutil.virtual_memory().available / 2
 
 
 def _skip_reason(case: Case, name: str, limit: float) -> str | None:
