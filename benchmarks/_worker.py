@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import time
 import traceback
@@ -23,7 +24,7 @@ from .cases import Case
 from .implementations import IMPLEMENTATIONS
 from .inputs import make_inputs
 from .memory import PeakMemory
-from .timing import Settings, measure, summarize, timed
+from .timing import Settings, checksum, measure, summarize, timed
 
 
 def child_main(connection, task: dict) -> None:
@@ -59,6 +60,8 @@ def run_case(task: dict) -> dict[str, Any]:
         inputs.frames.requires_grad_(True)
 
     _warm_up(impl, case, inputs)
+    gc.collect()
+    _release_free_memory()
 
     memory = PeakMemory(case.device)
     memory.start()
@@ -95,10 +98,11 @@ def _warm_up(impl, case: Case, inputs) -> None:
         case = case.smaller()
         inputs = make_inputs(case)
     runner = impl.build(case, inputs)
-    runner.unit(0)
-    del runner
-    gc.collect()
-    _release_free_memory()
+    # Through the same helpers as the measured run, whose first use faults in
+    # code pages too.
+    _, (out, grad) = timed(functools.partial(runner.unit, 0), case.device)
+    checksum(out)
+    checksum(grad)
 
 
 def _release_free_memory() -> None:

@@ -7,6 +7,10 @@ before, imports included, does not count; elsewhere the peak is
 ``getrusage``'s, which cannot be reset, and the figure is the growth of that
 peak.
 
+The figure includes what the implementation's allocations cost the process:
+its tensors, library scratch space and the allocator's slack. The harness
+keeps no output alive while it measures.
+
 GPU: ``torch.cuda.max_memory_allocated`` over the allocation at the start:
 tensors only, not the CUDA context or cuDNN's workspace outside the caching
 allocator.

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .cases import Case
-from .implementations import Outputs, Runner
+from .implementations import Runner
 
 # Elements per chunk of a checksum: half a megabyte of float64.
 CHECKSUM_CHUNK = 2**16
@@ -122,10 +122,11 @@ def measure(runner: Runner, case: Case, settings: Settings) -> Timing:
         spent += probe_s
         next_unit = 0
     else:
-        first_s, outputs = timed(lambda: runner.unit(0), device)
+        # The outputs are summed up at once and let go: an output kept alive
+        # here would count in the implementation's peak memory.
+        record = result if case.sequence else None
+        first_s, _ = timed(lambda: _run(runner, 0, record), device)
         spent += first_s
-        if case.sequence:
-            _record(result, outputs)
         if first_s > settings.budget_s:
             return _over_budget(result, runner, first_s, settings, device)
         next_unit = 1
@@ -138,9 +139,8 @@ def measure(runner: Runner, case: Case, settings: Settings) -> Timing:
         next_unit = max(next_unit, case.layer.records)
 
     for index in range(max(settings.warmup, 1)):
-        outputs = runner.unit(next_unit + index)
-        if index == 0 and result.checksum is None:
-            _record(result, outputs)
+        first = index == 0 and result.checksum is None
+        _run(runner, next_unit + index, result if first else None)
     next_unit += max(settings.warmup, 1)
     spent += time.perf_counter() - start_s
 
@@ -150,7 +150,7 @@ def measure(runner: Runner, case: Case, settings: Settings) -> Timing:
     if count < settings.repeats:
         result.notes.append(f"{count} of {settings.repeats} repeats fit the budget")
     for index in range(count):
-        elapsed, _ = timed(lambda i=next_unit + index: runner.unit(i), device)
+        elapsed, _ = timed(lambda i=next_unit + index: _run(runner, i), device)
         result.samples.append(elapsed)
     return result
 
@@ -173,7 +173,7 @@ def _over_budget(
             "a single sample, cold (the first unit, from rest)"
         )
         return result
-    elapsed, _ = timed(lambda: runner.unit(1), device)
+    elapsed, _ = timed(lambda: _run(runner, 1), device)
     result.samples = [elapsed]
     result.notes.append(
         f"the first unit took {first_s:.2f} s, over the {budget:g} s budget: "
@@ -182,10 +182,12 @@ def _over_budget(
     return result
 
 
-def _record(result: Timing, outputs: Outputs) -> None:
-    out, grad = outputs
-    result.checksum = checksum(out)
-    result.grad_checksum = checksum(grad)
+def _run(runner: Runner, index: int, record: Timing | None = None) -> None:
+    """Runs unit ``index``, summing its outputs up into ``record`` if given."""
+    out, grad = runner.unit(index)
+    if record is not None:
+        record.checksum = checksum(out)
+        record.grad_checksum = checksum(grad)
 
 
 def summarize(samples: list[float]) -> dict[str, float | int | None]:
