@@ -147,10 +147,11 @@ def _build_delayconv(case: Case, inputs: Inputs, name: str) -> Runner:
     conv = _delayconv_layer(case, inputs)
     state = conv.synapse.state_bytes
     if case.sequence:
-        backend = "reference" if name == "reference" else sequence_backend(case.device)
-        unit = _sequence_unit(
-            conv, inputs, case, "reference" if name == "reference" else "auto"
-        )
+        if name == "reference":
+            chosen, backend = "reference", "reference"
+        else:
+            chosen, backend = "auto", sequence_backend(case.device)
+        unit = _sequence_unit(conv, inputs, case, chosen)
         return Runner(unit, conv.clear, backend, state_bytes=state)
 
     # The step mode insists on the compiled operator rather than falling back.
