@@ -47,6 +47,13 @@ def parser() -> argparse.ArgumentParser:
         help="a smoke run of under a minute on a tiny layer, without inferno",
     )
     p.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="RESULTS",
+        help="measure nothing: write the table and plots of an earlier run's "
+        "results.json again, next to it",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="print a torch.profiler breakdown of the first planned case (pick "
@@ -251,6 +258,11 @@ def build_plan(args: argparse.Namespace) -> list[Case]:
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
+    if args.from_json:
+        from .run import report_again
+
+        report_again(args.from_json)
+        return 0
     if args.quick:
         _quick(args)
     counts = (*args.steps, args.repeats, *args.sweep_batches, args.threads or 1)

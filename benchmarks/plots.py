@@ -52,7 +52,7 @@ def write_plots(directory: Path, meta: dict, measurements: list[dict]) -> list[P
             continue
         sample = next(m for m in measurements if group in m["case"]["groups"])
         case = sample["case"]
-        figure, axes = plt.subplots(figsize=(7, 4.5), dpi=110)
+        figure, axes = plt.subplots(figsize=(8.5, 4.5), dpi=110)
         for name, points in series.items():
             xs, ys, lows, highs = zip(*points, strict=True)
             errors = [
@@ -61,6 +61,8 @@ def write_plots(directory: Path, meta: dict, measurements: list[dict]) -> list[P
             ]
             axes.errorbar(xs, ys, yerr=errors, marker="o", capsize=3, label=name)
         axes.set_yscale("log")
+        if x_key == "batch":
+            axes.set_xscale("log", base=2)
         axes.set_xlabel(_LABELS[x_key])
         axes.set_ylabel(_LABELS[y_key])
         layer = case["layer"]
@@ -77,7 +79,7 @@ def write_plots(directory: Path, meta: dict, measurements: list[dict]) -> list[P
             fontsize=9,
         )
         axes.grid(True, which="both", alpha=0.3)
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figure.tight_layout()
         path = directory / filename
         figure.savefig(path)

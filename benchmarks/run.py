@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 
 from tqdm import tqdm
@@ -105,6 +106,11 @@ def run_all(
             # Written as it goes, so that an interrupted run keeps its figures.
             write_json(out / "results.json", meta, measurements)
 
+    _report(out, meta, measurements)
+    return measurements
+
+
+def _report(out: Path, meta: dict, measurements: list[dict]) -> None:
     derive(measurements, meta["copy_rate_gbs"])
     text = table(meta, measurements)
     write_json(out / "results.json", meta, measurements)
@@ -112,7 +118,12 @@ def run_all(
     print(text)
     for path in write_plots(out, meta, measurements):
         print(f"wrote {path}")
-    return measurements
+
+
+def report_again(results: Path) -> None:
+    """Writes the table and plots of an earlier run again from its JSON file."""
+    record = json.loads(results.read_text())
+    _report(results.parent, record["meta"], record["measurements"])
 
 
 def _line(case: Case, name: str, result: dict) -> str:
