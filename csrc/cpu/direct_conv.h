@@ -1,5 +1,5 @@
 // Direct convolutions over delayed observations on the CPU: the forward
-// accumulation and the two correlations its gradients need.
+// accumulation and its transpose, for the observations' gradient.
 //
 // Every weight reads its own observation, so no dense convolution library can
 // run these without one convolution per ring slot. Each kernel instead walks
@@ -233,93 +233,6 @@ void transposed_planes(const StepShape& s,
           }
         }
       });
-}
-
-// sum over the valid output positions of g[y, x] * source[in(y), in(x)] for
-// a kernel offset (i, j): one term of a weight's gradient.
-template <typename T, typename S>
-inline T correlate_plane(
-    const Planes& p, const T* g, const S* source, int64_t i, int64_t j) {
-  const Span rows = p.rows(i);
-  const Span cols = p.cols(j);
-  const int64_t offset = p.col_offset(j);
-  T sum = T(0);
-  for (int64_t y = rows.lo; y < rows.hi; ++y) {
-    const S* row = source + p.in_row(y, i) * p.width + offset;
-    const T* g_row = g + y * p.out_w;
-    if (p.stride_w == 1) {
-#pragma omp simd reduction(+ : sum)
-      for (int64_t x = cols.lo; x < cols.hi; ++x) {
-        sum += g_row[x] * static_cast<T>(row[x]);
-      }
-    } else {
-      for (int64_t x = cols.lo; x < cols.hi; ++x) {
-        sum += g_row[x] * static_cast<T>(row[x * p.stride_w]);
-      }
-    }
-  }
-  return sum;
-}
-
-// One correlation a weight's gradients need: of filter f's output gradient
-// with readout ring `ring` observed `steps` back, through offset (c, i, j).
-struct Correlation {
-  int64_t filter;
-  int64_t c;
-  int64_t i;
-  int64_t j;
-  int64_t ring;
-  int64_t steps;
-};
-
-// Every correlation over all steps and batch elements: the sums behind the
-// gradients of the weights and delays. Tasks split the (t, b) pairs; each
-// thread accumulates privately (in the accumulate type) and the partial sums
-// are added at the end.
-template <typename T, typename S, typename Acc>
-std::vector<Acc> correlations(const StepShape& s,
-                              const Planes& p,
-                              const std::vector<Correlation>& wanted,
-                              const std::vector<int64_t>& first_of_filter,
-                              const Sources<S>& sources,
-                              int64_t steps,
-                              const T* grad_out) {
-  const int64_t area = p.height * p.width;
-  const int64_t out_area = p.out_h * p.out_w;
-  const int64_t tasks = steps * s.batch;
-  const int threads = std::max<int>(1, at::get_num_threads());
-  const int64_t chunk = (tasks + threads - 1) / threads;
-  std::vector<std::vector<Acc>> partial(threads);
-
-  at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t worker = begin; worker < end; ++worker) {
-      std::vector<Acc> sums(wanted.size(), Acc(0));
-      const int64_t last = std::min(tasks, (worker + 1) * chunk);
-      for (int64_t task = worker * chunk; task < last; ++task) {
-        const int64_t b = task % s.batch;
-        const int64_t t = task / s.batch;
-        for (int64_t f = 0; f < s.filters; ++f) {
-          const T* g = grad_out + (task * s.filters + f) * out_area;
-          for (int64_t k = first_of_filter[f]; k < first_of_filter[f + 1];
-               ++k) {
-            const Correlation& w = wanted[k];
-            const S* source =
-                sources.plane(w.ring, w.steps, t, b * s.channels + w.c, area);
-            sums[k] += correlate_plane(p, g, source, w.i, w.j);
-          }
-        }
-      }
-      partial[worker] = std::move(sums);
-    }
-  });
-
-  std::vector<Acc> total(wanted.size(), Acc(0));
-  for (const auto& sums : partial) {
-    for (size_t k = 0; k < sums.size(); ++k) {
-      total[k] += sums[k];
-    }
-  }
-  return total;
 }
 
 }  // namespace cpu

@@ -22,6 +22,7 @@
 #include <array>
 #include <vector>
 
+#include "cpu/correlate.h"
 #include "cpu/direct_conv.h"
 #include "cpu/operands.h"
 #include "cpu/synapse_update.h"
@@ -206,11 +207,11 @@ WeightTerms<T> weight_terms(const StepArgs& args,
   return terms;
 }
 
-template <typename T, typename S>
+template <typename T>
 void weight_and_delay_grads(const StepArgs& args,
                             const StepShape& s,
                             const Operands& o,
-                            const Sources<S>& sources,
+                            const Staged<T>& staged,
                             int64_t steps,
                             const at::Tensor& grad_outputs,
                             at::Tensor& grad_weight,
@@ -219,13 +220,13 @@ void weight_and_delay_grads(const StepArgs& args,
   const WeightTerms<T> terms =
       weight_terms<T>(args, s, o, grad_delay.defined());
   const std::vector<Acc> sums =
-      correlations<T, S, Acc>(s,
-                              Planes(args, s),
-                              terms.wanted,
-                              terms.first_of_filter,
-                              sources,
-                              steps,
-                              grad_outputs.const_data_ptr<T>());
+      correlations<T, Acc>(s,
+                           Planes(args, s),
+                           terms.wanted,
+                           terms.first_of_filter,
+                           staged,
+                           steps,
+                           grad_outputs.const_data_ptr<T>());
 
   // d(out)/d(weight) of a weight reading the overbound value is that value
   // at every position of its filter.
@@ -335,31 +336,10 @@ sequence_backward_cpu(const at::Tensor& grad_outputs_in,
         if (!grad_weight.defined() && !grad_delay.defined()) {
           return;
         }
-        const int64_t size = s.batch * s.channels * s.height * s.width;
-        const Observations where{s.records, 0, size};
-        if (args.kind == kDelta) {
-          const bool* spikes = spike_history.const_data_ptr<bool>();
-          weight_and_delay_grads<scalar_t, bool>(args,
-                                                 s,
-                                                 o,
-                                                 {spikes, spikes, where},
-                                                 steps,
-                                                 grad_outputs,
-                                                 grad_weight,
-                                                 grad_delay);
-        } else {
-          const scalar_t* a = current_history.const_data_ptr<scalar_t>();
-          const scalar_t* b =
-              a + (s.recorded > 1 ? current_history.numel() / 2 : 0);
-          weight_and_delay_grads<scalar_t, scalar_t>(args,
-                                                     s,
-                                                     o,
-                                                     {a, b, where},
-                                                     steps,
-                                                     grad_outputs,
-                                                     grad_weight,
-                                                     grad_delay);
-        }
+        const Staged<scalar_t> staged = stage_history<scalar_t>(
+            args, s, steps, spike_history, current_history);
+        weight_and_delay_grads<scalar_t>(
+            args, s, o, staged, steps, grad_outputs, grad_weight, grad_delay);
       });
 
   const auto empty = [&](const at::Tensor& t) {

@@ -90,25 +90,8 @@ at::Tensor convolve_steps(const StepArgs& args,
                              o.weight.options());
   const T* bias = o.bias.has_value() ? o.bias->const_data_ptr<T>() : nullptr;
   const Planes planes(args, s);
-  const int64_t observations = s.records + steps;
   const Staged<T> staged =
-      args.kind == kDelta
-          ? stage<T, bool>(spike_history.const_data_ptr<bool>(),
-                           nullptr,
-                           observations,
-                           where,
-                           s,
-                           planes,
-                           o.weight.options())
-          : stage<T, T>(current_history.const_data_ptr<T>(),
-                        s.recorded > 1 ? current_history.const_data_ptr<T>() +
-                                             current_history.numel() / 2
-                                       : nullptr,
-                        observations,
-                        where,
-                        s,
-                        planes,
-                        o.weight.options());
+      stage_history<T>(args, s, steps, spike_history, current_history);
   forward_planes<T>(s, planes, table, staged, steps, bias, out.data_ptr<T>());
   return out;
 }

@@ -31,6 +31,7 @@ inline int64_t staging_slack(const Planes& p) {
 template <typename T>
 struct Staged {
   at::Tensor data;
+  const T* base;  // data's elements, read once: tensors check on every read
   Observations where;  // with size counted in padded elements
   int64_t padded_h;
   int64_t padded_w;
@@ -43,8 +44,7 @@ struct Staged {
   // The padded plane bc = (batch, channel) of readout ring `ring`, `steps`
   // back from the newest observation of step t.
   const T* plane(int64_t ring, int64_t steps, int64_t t, int64_t bc) const {
-    return data.template const_data_ptr<T>() + ring * ring_size +
-           where.plane_offset(t, steps, bc, area());
+    return base + ring * ring_size + where.plane_offset(t, steps, bc, area());
   }
 };
 
@@ -76,6 +76,7 @@ Staged<T> stage(const S* a,
   staged.where.size = observation;
 
   T* out = staged.data.template data_ptr<T>();
+  staged.base = out;
   std::fill(out + readouts * staged.ring_size,
             out + readouts * staged.ring_size + slack,
             T(0));
@@ -104,6 +105,33 @@ Staged<T> stage(const S* a,
     }
   });
   return staged;
+}
+
+// Stages a sequence's whole history (R + T observations, oldest first): the
+// spikes for a delta synapse, else the recorded currents.
+template <typename T>
+Staged<T> stage_history(const StepArgs& args,
+                        const StepShape& s,
+                        int64_t steps,
+                        const at::Tensor& spike_history,
+                        const at::Tensor& current_history) {
+  const int64_t observations = s.records + steps;
+  const int64_t size = s.batch * s.channels * s.height * s.width;
+  const Observations where{s.records, 0, size};
+  const Planes planes(args, s);
+  const auto options = current_history.options();
+  if (args.kind == kDelta) {
+    return stage<T, bool>(spike_history.template const_data_ptr<bool>(),
+                          nullptr,
+                          observations,
+                          where,
+                          s,
+                          planes,
+                          options);
+  }
+  const T* a = current_history.template const_data_ptr<T>();
+  const T* b = s.recorded > 1 ? a + current_history.numel() / 2 : nullptr;
+  return stage<T, T>(a, b, observations, where, s, planes, options);
 }
 
 }  // namespace cpu
