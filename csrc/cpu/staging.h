@@ -80,6 +80,13 @@ Staged<T> stage(const S* a,
   std::fill(out + readouts * staged.ring_size,
             out + readouts * staged.ring_size + slack,
             T(0));
+  // The gaps between observations are read too (past a plane's last row),
+  // so they hold zeros rather than whatever the allocator left.
+  const int64_t filled = s.batch * s.channels * staged.area();
+  for (int64_t k = 0; k < readouts * observations; ++k) {
+    T* gap = out + k * observation + filled;
+    std::fill(gap, gap + (observation - filled), T(0));
+  }
   const int64_t per_observation = s.batch * s.channels;
   at::parallel_for(0, readouts * planes, 16, [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
