@@ -47,6 +47,19 @@ struct StepArgs {
   }
 };
 
+// The operators' trailing arguments (DELAYCONV_STEP_CONFIG in the schemas of
+// delayconv.cpp): as a kernel's parameter list, and as the arguments that
+// pass them on. Written once, since every kernel of every backend takes them.
+#define DELAYCONV_CONFIG_PARAMS                                       \
+  c10::IntArrayRef stride, c10::IntArrayRef padding,                  \
+      c10::IntArrayRef dilation, int64_t kind, double spike_charge,   \
+      double tau_a, double tau_b, double step_time, double max_delay, \
+      int64_t interp, double tolerance,                               \
+      std::optional<double> current_overbound
+#define DELAYCONV_CONFIG_ARGS                                             \
+  stride, padding, dilation, kind, spike_charge, tau_a, tau_b, step_time, \
+      max_delay, interp, tolerance, current_overbound
+
 // Checks the scalar arguments and packs them.
 StepArgs make_step_args(const char* op,
                         c10::IntArrayRef stride,

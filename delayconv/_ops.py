@@ -180,6 +180,56 @@ def _check_device(op, name, t, weight) -> None:
     )
 
 
+def _check_weight(op, weight) -> None:
+    _check(
+        weight.dim() == 4 and weight.is_floating_point(),
+        op,
+        ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
+        weight.dim(),
+        "-D ",
+        _name(weight.dtype),
+    )
+
+
+def _check_delay(op, delay, weight) -> None:
+    if delay is None:
+        return
+    _check_shape(op, "delay", delay, weight.shape, "like the weight")
+    _check(
+        delay.dtype == weight.dtype,
+        op,
+        ": 'delay' must have the weight's dtype ",
+        _name(weight.dtype),
+        ", got ",
+        _name(delay.dtype),
+    )
+    _check_device(op, "delay", delay, weight)
+
+
+def _output_size(op, weight, height, width, stride, padding, dilation):
+    """Mirror of ``set_output_size``: the output height and width, after
+    checking that the padded input holds the dilated kernel."""
+    kh, kw = weight.shape[2:]
+    span_h = dilation[0] * (kh - 1) + 1
+    span_w = dilation[1] * (kw - 1) + 1
+    _check(
+        height + 2 * padding[0] >= span_h and width + 2 * padding[1] >= span_w,
+        op,
+        ": the padded input (",
+        height + 2 * padding[0],
+        " x ",
+        width + 2 * padding[1],
+        ") is smaller than the dilated kernel (",
+        span_h,
+        " x ",
+        span_w,
+        ")",
+    )
+    out_h = (height + 2 * padding[0] - span_h) // stride[0] + 1
+    out_w = (width + 2 * padding[1] - span_w) // stride[1] + 1
+    return out_h, out_w
+
+
 def check_step_tensors(
     op: str,
     kind: int,
@@ -199,14 +249,7 @@ def check_step_tensors(
 ) -> tuple[int, int]:
     """Mirror of ``check_step_tensors`` in ``csrc/step_args.cpp``; returns the
     output height and width."""
-    _check(
-        weight.dim() == 4 and weight.is_floating_point(),
-        op,
-        ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
-        weight.dim(),
-        "-D ",
-        _name(weight.dtype),
-    )
+    _check_weight(op, weight)
     _check(
         spike_ring.dim() == 5 and spike_ring.dtype == torch.bool,
         op,
@@ -237,22 +280,7 @@ def check_step_tensors(
         " input channels but the ring holds ",
         channels,
     )
-    kh, kw = weight.shape[2:]
-    span_h = dilation[0] * (kh - 1) + 1
-    span_w = dilation[1] * (kw - 1) + 1
-    _check(
-        height + 2 * padding[0] >= span_h and width + 2 * padding[1] >= span_w,
-        op,
-        ": the padded input (",
-        height + 2 * padding[0],
-        " x ",
-        width + 2 * padding[1],
-        ") is smaller than the dilated kernel (",
-        span_h,
-        " x ",
-        span_w,
-        ")",
-    )
+    out_h, out_w = _output_size(op, weight, height, width, stride, padding, dilation)
     observation = (batch, channels, height, width)
     _check_shape(
         op,
@@ -312,19 +340,7 @@ def check_step_tensors(
             _name(bias.dtype),
         )
         _check_device(op, "bias", bias, weight)
-    if delay is not None:
-        _check_shape(op, "delay", delay, weight.shape, "like the weight")
-        _check(
-            delay.dtype == weight.dtype,
-            op,
-            ": 'delay' must have the weight's dtype ",
-            _name(weight.dtype),
-            ", got ",
-            _name(delay.dtype),
-        )
-        _check_device(op, "delay", delay, weight)
-    out_h = (height + 2 * padding[0] - span_h) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - span_w) // stride[1] + 1
+    _check_delay(op, delay, weight)
     return out_h, out_w
 
 
@@ -483,14 +499,7 @@ def check_history(
     op, grad_outputs, spike_history, current_history, weight, delay, config
 ):
     """Mirror of ``check_history`` in ``csrc/step_args.cpp``; returns T."""
-    _check(
-        weight.dim() == 4 and weight.is_floating_point(),
-        op,
-        ": 'weight' must be a 4-D floating-point tensor (F x C x kH x kW), got ",
-        weight.dim(),
-        "-D ",
-        _name(weight.dtype),
-    )
+    _check_weight(op, weight)
     _check(
         spike_history.dim() == 5 and spike_history.dtype == torch.bool,
         op,
@@ -522,24 +531,7 @@ def check_history(
         " input channels but the history holds ",
         channels,
     )
-    kh, kw = weight.shape[2:]
-    span_h = dilation[0] * (kh - 1) + 1
-    span_w = dilation[1] * (kw - 1) + 1
-    _check(
-        height + 2 * padding[0] >= span_h and width + 2 * padding[1] >= span_w,
-        op,
-        ": the padded input (",
-        height + 2 * padding[0],
-        " x ",
-        width + 2 * padding[1],
-        ") is smaller than the dilated kernel (",
-        span_h,
-        " x ",
-        span_w,
-        ")",
-    )
-    out_h = (height + 2 * padding[0] - span_h) // stride[0] + 1
-    out_w = (width + 2 * padding[1] - span_w) // stride[1] + 1
+    out_h, out_w = _output_size(op, weight, height, width, stride, padding, dilation)
     shape = (recorded(kind), records + steps, batch, channels, height, width)
     _check_shape(
         op, "current_history", current_history, shape, "K x (R + T) x B x C x H x W"
@@ -568,17 +560,7 @@ def check_history(
         ("grad_outputs", grad_outputs),
     ):
         _check_device(op, name, t, weight)
-    if delay is not None:
-        _check_shape(op, "delay", delay, weight.shape, "like the weight")
-        _check(
-            delay.dtype == weight.dtype,
-            op,
-            ": 'delay' must have the weight's dtype ",
-            _name(weight.dtype),
-            ", got ",
-            _name(delay.dtype),
-        )
-        _check_device(op, "delay", delay, weight)
+    _check_delay(op, delay, weight)
     return steps
 
 
