@@ -1,5 +1,5 @@
-// Direct convolutions over delayed observations on the CPU: the forward
-// accumulation and its transpose, for the observations' gradient.
+// The direct convolution over delayed observations on the CPU: the forward
+// accumulation of output planes from their filters' taps.
 //
 // Every weight reads its own observation, so no dense convolution library can
 // run these without one convolution per ring slot. Each kernel instead walks
@@ -181,58 +181,6 @@ void forward_planes(const StepShape& s,
       }
     }
   });
-}
-
-// grad[t', b, c] += value * G[t' + steps, b, f] through the tap's kernel
-// offset: the transpose of forward_planes, for the gradient of every
-// observation the sequence made (t' in [0, T)). Taps come grouped by input
-// channel, so each task owns its target planes and no write is shared.
-template <typename T>
-void transposed_planes(const StepShape& s,
-                       const Planes& p,
-                       const std::vector<std::vector<Tap<T>>>& per_channel,
-                       int readouts,
-                       int64_t steps,
-                       const T* grad_out,
-                       T* grad) {
-  const int64_t area = p.height * p.width;
-  const int64_t out_area = p.out_h * p.out_w;
-  const int64_t ring_size = steps * s.batch * s.channels * area;
-
-  at::parallel_for(
-      0, steps * s.batch * s.channels, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; ++task) {
-          const int64_t c = task % s.channels;
-          const int64_t b = (task / s.channels) % s.batch;
-          const int64_t t = task / (s.channels * s.batch);
-          for (int r = 0; r < readouts; ++r) {
-            std::fill(grad + r * ring_size + task * area,
-                      grad + r * ring_size + (task + 1) * area,
-                      T(0));
-          }
-
-          for (const Tap<T>& tap : per_channel[c]) {
-            const int64_t later = t + tap.steps;
-            if (later >= steps) {
-              continue;
-            }
-            const T* g =
-                grad_out +
-                ((later * s.batch + b) * s.filters + tap.filter) * out_area;
-            T* target = grad + tap.ring * ring_size + task * area;
-            const Span rows = p.rows(tap.i);
-            const Span cols = p.cols(tap.j);
-            const int64_t offset = p.col_offset(tap.j);
-            for (int64_t y = rows.lo; y < rows.hi; ++y) {
-              T* row = target + p.in_row(y, tap.i) * p.width + offset;
-              const T* g_row = g + y * p.out_w;
-              for (int64_t x = cols.lo; x < cols.hi; ++x) {
-                row[x * p.stride_w] += tap.value * g_row[x];
-              }
-            }
-          }
-        }
-      });
 }
 
 }  // namespace cpu

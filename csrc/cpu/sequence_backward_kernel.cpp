@@ -27,6 +27,7 @@
 #include "cpu/operands.h"
 #include "cpu/synapse_update.h"
 #include "cpu/taps.h"
+#include "cpu/transposed_conv.h"
 #include "step_args.h"
 
 namespace delayconv {
