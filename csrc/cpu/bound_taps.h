@@ -18,20 +18,20 @@ struct BoundTap {
   T value;
 };
 
-// Binds taps [first, last) to the planes of step t; `bc` is batch * C.
+// Binds taps [first, last) to the planes of one step; `bc` is batch * C and
+// `padded_w` the staged planes' width.
 template <typename T>
 void bind_taps(const Planes& p,
-               const Staged<T>& staged,
+               const StepPlanes<T>& step,
+               int64_t padded_w,
                const Tap<T>* first,
                const Tap<T>* last,
-               int64_t t,
                int64_t bc,
                std::vector<BoundTap<T>>& bound) {
   bound.clear();
   for (const Tap<T>* tap = first; tap != last; ++tap) {
-    const T* plane = staged.plane(tap->ring, tap->steps, t, bc + tap->c);
-    const int64_t origin =
-        tap->i * p.dil_h * staged.padded_w + tap->j * p.dil_w;
+    const T* plane = step.plane(tap->ring, tap->steps, bc + tap->c);
+    const int64_t origin = tap->i * p.dil_h * padded_w + tap->j * p.dil_w;
     bound.push_back({plane + origin, tap->value});
   }
 }

@@ -66,16 +66,18 @@ void block_portable(const StepShape& s,
                     T* planes) {
   const int64_t out_area = p.out_h * p.out_w;
   const int64_t row_step = p.stride_h * staged.padded_w;
+  const StepPlanes<T> step =
+      planes_of_step(staged, table.readouts, s.records, t);
   std::fill(planes + f_lo * out_area, planes + f_hi * out_area, T(0));
   for (int64_t c = 0; c < s.channels; ++c) {
     for (int64_t f = f_lo; f < f_hi; ++f) {
       const auto& taps = table.per_filter[f];
       const auto& starts = table.channel_begin[f];
       bind_taps(p,
-                staged,
+                step,
+                staged.padded_w,
                 taps.data() + starts[c],
                 taps.data() + starts[c + 1],
-                t,
                 b * s.channels,
                 bound);
       add_taps<T>(p,
@@ -102,16 +104,23 @@ void block_avx2(const StepShape& s,
                 T* planes) {
   const PaddedOut<T> shape(p);
   const int64_t row_step = p.stride_h * staged.padded_w;
+  const StepPlanes<T> step =
+      planes_of_step(staged, table.readouts, s.records, t);
+  // A few channels per pass over an output plane: a small kernel has few
+  // taps per channel, and each pass loads and stores the plane once.
+  const int64_t channels_per_pass =
+      std::max<int64_t>(1, 32 / (s.kernel_h * s.kernel_w));
   scratch.assign((f_hi - f_lo) * shape.area(), T(0));
-  for (int64_t c = 0; c < s.channels; ++c) {
+  for (int64_t c = 0; c < s.channels; c += channels_per_pass) {
+    const int64_t c_end = std::min(s.channels, c + channels_per_pass);
     for (int64_t f = f_lo; f < f_hi; ++f) {
       const auto& taps = table.per_filter[f];
       const auto& starts = table.channel_begin[f];
       bind_taps(p,
-                staged,
+                step,
+                staged.padded_w,
                 taps.data() + starts[c],
-                taps.data() + starts[c + 1],
-                t,
+                taps.data() + starts[c_end],
                 b * s.channels,
                 bound);
       add_taps_avx2<T>(shape,

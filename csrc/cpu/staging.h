@@ -48,6 +48,34 @@ struct Staged {
   }
 };
 
+// The planes one step reads, with the observation some steps back found once
+// per step rather than once per tap (a ring's slot takes a division).
+template <typename T>
+struct StepPlanes {
+  std::vector<const T*> starts;  // per (ring, steps back)
+  int64_t records;
+  int64_t area;
+
+  const T* plane(int64_t ring, int64_t steps, int64_t bc) const {
+    return starts[ring * records + steps] + bc * area;
+  }
+};
+
+template <typename T>
+StepPlanes<T> planes_of_step(const Staged<T>& staged,
+                             int readouts,
+                             int64_t records,
+                             int64_t t) {
+  StepPlanes<T> view{{}, records, staged.area()};
+  view.starts.reserve(readouts * records);
+  for (int ring = 0; ring < readouts; ++ring) {
+    for (int64_t steps = 0; steps < records; ++steps) {
+      view.starts.push_back(staged.plane(ring, steps, t, 0));
+    }
+  }
+  return view;
+}
+
 // Copies `observations` observations of each readout ring (a, and b for the
 // double exponential; b may be null) into padded planes.
 template <typename T, typename S>

@@ -90,6 +90,7 @@ template <typename T>
 // Taps of filter f reading input channel c are per_filter[f][k] for k in
 // [channel_begin[f][c], channel_begin[f][c + 1]).
 struct TapTable {
+  int readouts;  // readout rings the taps read
   std::vector<std::vector<Tap<T>>> per_filter;
   std::vector<std::vector<int64_t>> channel_begin;
   std::vector<T> constant;
@@ -124,6 +125,7 @@ TapTable<T> build_taps(const StepArgs& args,
   const Planes planes(args, s);
 
   TapTable<T> table;
+  table.readouts = rings;
   table.per_filter.resize(s.filters);
   table.channel_begin.resize(s.filters);
   table.constant.assign(s.filters, T(0));
