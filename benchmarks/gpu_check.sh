@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One-shot check on a machine with an NVIDIA GPU: builds delayconv with the
 # python3 found there (a CUDA build of torch, no network), runs the CUDA
-# tests, times the GPU step, and prints a short table last. Budget: about
-# 8 minutes in all. The log goes to $OUT/gpu_check.log when OUT is set.
+# tests, times the GPU step and a training sequence, and prints a short table
+# last. Budget: about 8 minutes in all (the phases' limits add up to 455 s).
+# The log goes to $OUT/gpu_check.log when OUT is set.
 #
 #   bash benchmarks/gpu_check.sh
 #
@@ -60,12 +61,12 @@ PY
 # An editable build puts the extension next to the sources, so that the tests
 # and benchmarks, run from the checkout, import it. setup.py build_ext is the
 # fallback where pip cannot make an editable install offline.
-phase build 240 bash -c '"$0" -m pip install --quiet --no-build-isolation \
+phase build 200 bash -c '"$0" -m pip install --quiet --no-build-isolation \
   --no-deps --no-index -e . || "$0" setup.py build_ext --inplace' "$python"
 
 if "$python" -c "import pytest" 2>/dev/null; then
   # Only the CUDA cases: the CPU ones run in CI.
-  phase tests 150 "$python" -m pytest tests/test_cuda.py -m cuda -q -rs \
+  phase tests 180 "$python" -m pytest tests/test_cuda.py -m cuda -q -rs \
     -p no:cacheprovider
   tests_line=$(tail -n 1 "$work/tests.log")  # pytest's count of outcomes
 else
@@ -76,7 +77,9 @@ fi
 
 # The benchmark package where it exists; else a small timing of its own: the
 # median time of one step of a layer with per-weight delays, of the same
-# layer without delays (update, then cuDNN), and of cuDNN's conv2d alone.
+# layer without delays (update, then cuDNN), and of cuDNN's conv2d alone;
+# then forward_sequence of 16 steps and its backward pass (to the weights
+# and the delays) on the delayed layers.
 cat >"$work/timing.py" <<'PY'
 import statistics
 
@@ -141,6 +144,30 @@ with torch.no_grad():
             )
         )
         print(f"{name:8} {fused_ms:11.4f} {plain_ms:12.4f} {conv_ms:10.4f}")
+
+# Training: T steps through forward_sequence, then the backward pass to the
+# weights and the delays (float inputs, so the inputs' gradient runs too).
+STEPS = 16
+print()
+print(f"{'layer':8} {'T':>3} {'forward ms':>11} {'fwd+bwd ms':>11}")
+for name, sizes in LAYERS.items():
+    batch, channels, size = sizes[:3]
+    delayed = layer(*sizes, delayed=True)
+    delayed.weight.requires_grad_(True)
+    delayed.delay.requires_grad_(True)
+    shape = (STEPS, batch, channels, size, size)
+    x = (torch.rand(shape, device="cuda") < 0.2).float().requires_grad_(True)
+
+    def forward():
+        with torch.no_grad():
+            delayed.forward_sequence(x)
+
+    def train():
+        delayed.forward_sequence(x).sum().backward()
+
+    forward_ms = timed(forward, repeats=10)
+    train_ms = timed(train, repeats=10)
+    print(f"{name:8} {STEPS:3d} {forward_ms:11.3f} {train_ms:11.3f}")
 PY
 if [ -f benchmarks/__main__.py ]; then
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
@@ -153,5 +180,5 @@ echo
 echo "=== summary"
 printf '%s\n' "${summary[@]}"
 echo "tests: ${tests_line:-not run}"
-tail -n 8 "$work/bench.log"
+tail -n 14 "$work/bench.log"
 exit "$status"

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "selection.h"
+#include "synapse_rule.h"
 
 namespace delayconv {
 
@@ -44,6 +45,11 @@ struct StepArgs {
             static_cast<T>(spike_charge / step_time),
             static_cast<T>(tau_a),
             static_cast<T>(tau_b)};
+  }
+
+  template <typename T>
+  SynapseRule<T> rule() const {
+    return make_synapse_rule<T>(kind, spike_charge, tau_a, tau_b, step_time);
   }
 };
 

@@ -1,4 +1,4 @@
-"""The CUDA step operator against the CPU operator and the reference.
+"""The CUDA operators against the CPU operators and the reference.
 
 Every test is parametrized over devices: the ``cpu`` case holds the CPU
 operator to the same checks (and so checks the checks where no GPU exists),
@@ -10,6 +10,10 @@ float32 and float64 are compared with the reference run in the same dtype.
 Half-precision types are compared with the float64 reference on cases whose
 delays lie well inside a step or on one (``step_time`` a power of two), where
 rounding cannot move a read to another observation.
+
+The sequence operators (``sequence`` and ``sequence_backward``) have CUDA-only
+tests: their CPU kernels are held to the reference elsewhere, and here they
+are the oracle of the CUDA kernels, beside the reference and autograd.
 """
 
 from __future__ import annotations
@@ -499,6 +503,444 @@ def test_cuda_graph_replays_steps():
         expected = eager.step(inputs[t], None, weight, bias, delay)
         assert_close(static_out, expected, dtype, f"replay {t}")
     assert_same_ring(graphed, eager, dtype)
+
+
+# ----- sequences ---------------------------------------------------------
+
+SEQUENCE_READY = (
+    HAS_GPU
+    and _ops.has_kernel("cuda", "sequence")
+    and _ops.has_kernel("cuda", "sequence_backward")
+)
+SEQUENCE_REASON = (
+    CUDA_REASON
+    if not CUDA_READY
+    else "this build of delayconv has no CUDA kernels of the sequence operators; "
+    "rebuild with FORCE_CUDA=1 pip install --no-build-isolation ."
+)
+cuda_sequence = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not SEQUENCE_READY, reason=SEQUENCE_REASON),
+]
+# Relative tolerances of gradients, which sum many more terms than an output.
+GRAD_TOLERANCE = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-4,
+    torch.float16: 2e-2,
+    torch.bfloat16: 8e-2,
+}
+GRAD_NAMES = ("inputs", "injected", "weight", "bias", "delay")
+MODEL_NAMES = (
+    "DeltaCurrent",
+    "DeltaPlusCurrent",
+    "SingleExponentialCurrent",
+    "DoubleExponentialCurrent",
+)
+
+
+@dataclasses.dataclass
+class SequenceArgs:
+    """The tensors of one call of ``sequence``: a ring part-way through a
+    simulation (random observations, the head anywhere), T steps of input,
+    and the layer's parameters; all in float64 (inputs as drawn) on the CPU,
+    with values representable in the dtype under test."""
+
+    case: Case
+    spike_ring: torch.Tensor
+    current_ring: torch.Tensor
+    ring_head: torch.Tensor
+    inputs: torch.Tensor
+    injected: torch.Tensor | None
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    delay: torch.Tensor | None
+
+    @property
+    def config(self) -> tuple:
+        return _ops.step_config(self.case.spec, self.case.geometry)
+
+    def tensors(self, device: str, dtype: torch.dtype) -> list:
+        """Fresh copies of the operator's tensor arguments on a device, in a
+        dtype; the inputs keep theirs unless floating point."""
+
+        def put(t, floating=True):
+            if t is None:
+                return None
+            moved = t.to(device=device, dtype=dtype if floating else t.dtype)
+            return moved.detach().clone()
+
+        return [
+            put(self.spike_ring, False),
+            put(self.current_ring),
+            put(self.ring_head, False),
+            put(self.inputs, self.inputs.is_floating_point()),
+            put(self.injected),
+            put(self.weight),
+            put(self.bias),
+            put(self.delay),
+        ]
+
+
+def sequence_args(
+    case: Case,
+    dtype: torch.dtype,
+    steps: int,
+    *,
+    safe: bool = False,
+    graded: bool = False,
+    delays: torch.Tensor | None = None,
+) -> SequenceArgs:
+    """Arguments for ``steps`` steps; ``graded`` turns spikes into float
+    inputs (gradients reach floating-point inputs only)."""
+    weight, bias, delay = make_parameters(case, dtype, safe=safe)
+    if delays is not None:
+        delay = delays
+    inputs, injected = make_inputs(case, steps)
+    if graded and not inputs.is_floating_point():
+        rng = torch.Generator().manual_seed(case.seed + 4)
+        draw = torch.rand(inputs.shape, generator=rng, dtype=torch.float64)
+        inputs = inputs * (0.5 + draw)
+    if inputs.is_floating_point():
+        inputs = inputs.to(dtype).double()
+    rng = torch.Generator().manual_seed(case.seed + 5)
+    lead = (case.records, case.batch, *case.geometry.state_shape)
+    spikes = torch.rand(lead, generator=rng) < 0.35
+    currents = torch.rand((case.spec.recorded, *lead), generator=rng) - 0.3
+    head = torch.randint(case.records, (), generator=rng)
+    return SequenceArgs(
+        case,
+        spikes,
+        currents.to(dtype).double(),
+        head,
+        inputs,
+        injected if injected is None else injected.to(dtype).double(),
+        weight,
+        bias,
+        delay,
+    )
+
+
+def output_gradient(case: Case, steps: int, dtype: torch.dtype) -> torch.Tensor:
+    g = case.geometry
+    rng = torch.Generator().manual_seed(case.seed + 6)
+    shape = (steps, case.batch, case.filters, g.out_height, g.out_width)
+    return (torch.rand(shape, generator=rng, dtype=torch.float64) - 0.5).to(dtype)
+
+
+def run_operators(args: SequenceArgs, device: str, dtype, grad_outputs):
+    """The sequence operator and its backward (every gradient of an argument
+    that is there): the outputs, the two histories, and the five gradients
+    (None where the operator returns an empty one)."""
+    tensors = args.tensors(device, dtype)
+    outputs, spikes, currents = torch.ops.delayconv.sequence(*tensors, *args.config)
+    weight, delay = tensors[5], tensors[7]
+    grads = torch.ops.delayconv.sequence_backward(
+        grad_outputs.to(device=device, dtype=dtype),
+        spikes,
+        currents,
+        weight,
+        delay,
+        *args.config,
+        [True, args.injected is not None, True, args.bias is not None, True],
+    )
+    grads = [None if g.numel() == 0 and g.dim() == 1 else g for g in grads]
+    return outputs, spikes, currents, grads
+
+
+def run_reference(args: SequenceArgs, dtype, grad_outputs):
+    """reference.sequence and its gradients by autograd, on the CPU."""
+    tensors = args.tensors("cpu", dtype)
+    if tensors[3].is_floating_point():
+        tensors[3].requires_grad_()
+    for index in (4, 5, 6, 7):
+        if tensors[index] is not None:
+            tensors[index].requires_grad_()
+    outputs, *_ = reference.sequence(args.case.spec, *tensors, args.case.geometry)
+    wanted = [t for t in tensors[3:] if t is not None and t.requires_grad]
+    grads = iter(
+        torch.autograd.grad(outputs, wanted, grad_outputs.to(dtype), allow_unused=True)
+    )
+    by_name = {}
+    for name, t in zip(GRAD_NAMES, tensors[3:], strict=True):
+        grad = next(grads) if t is not None and t.requires_grad else None
+        by_name[name] = None if t is None else grad
+    return outputs.detach(), by_name
+
+
+def assert_grads_close(actual, expected, dtype, what: str) -> None:
+    """Gradients by name; None expected where an argument is absent or
+    takes no gradient (zeros from the operator are accepted there)."""
+    for name, got, want in zip(GRAD_NAMES, actual, expected, strict=True):
+        if want is None:
+            assert got is None or not got.cpu().any(), f"{what}: {name}"
+            continue
+        assert got is not None, f"{what}: no gradient of {name}"
+        assert got.dtype == dtype, f"{what}: {name} has dtype {got.dtype}"
+        got, want = got.cpu().double(), want.cpu().double()
+        rtol = GRAD_TOLERANCE[dtype]
+        scale = max(1.0, want.abs().max().item()) if want.numel() else 1.0
+        torch.testing.assert_close(
+            got,
+            want,
+            rtol=rtol,
+            atol=rtol * scale,
+            msg=lambda m, name=name: f"{what}: grad of {name}: {m}",
+        )
+
+
+def sequence_lengths(case: Case) -> list[int]:
+    """T shorter than the ring and longer than it."""
+    return [max(case.records - 2, 1), case.records + 4]
+
+
+SEQUENCE_CASES = [make_case(seed) for seed in range(100, 124)]
+
+
+@pytest.mark.parametrize("case", SEQUENCE_CASES, ids=str)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_matches_cpu_operator(device, dtype, case):
+    """Outputs, histories and every gradient against the CPU operators, in
+    the same dtype; the delays are distinct, some on an observation and some
+    beyond either bound."""
+    for steps in sequence_lengths(case):
+        args = sequence_args(case, dtype, steps, graded=case.seed % 3 == 0)
+        grad_outputs = output_gradient(case, steps, dtype)
+        got = run_operators(args, device, dtype, grad_outputs)
+        want = run_operators(args, "cpu", dtype, grad_outputs)
+        what = f"{case}, T={steps}"
+        assert got[0].device.type == device
+        assert_close(got[0], want[0], dtype, f"{what}: outputs")
+        assert torch.equal(got[1].cpu(), want[1]), f"{what}: spike history"
+        assert_close(got[2], want[2], dtype, f"{what}: current history")
+        assert_grads_close(got[3], want[3], dtype, what)
+
+
+@pytest.mark.parametrize("seed", range(130, 142))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_matches_reference(device, dtype, seed):
+    """Outputs and gradients against the reference and autograd, in every
+    dtype; the half types against the float64 reference, on delays that
+    rounding cannot move to another observation."""
+    half = dtype in HALF_TYPES
+    case = make_case(seed, safe=half, delays=["distinct", "none"][seed % 5 == 0])
+    ref = reference_dtype(dtype)
+    for steps in sequence_lengths(case):
+        args = sequence_args(case, dtype, steps, safe=half, graded=True)
+        grad_outputs = output_gradient(case, steps, dtype)
+        outputs, _, _, grads = run_operators(args, device, dtype, grad_outputs)
+        expected, expected_grads = run_reference(args, ref, grad_outputs)
+        what = f"{case}, T={steps}"
+        assert outputs.dtype == dtype
+        assert_close(outputs, expected, dtype, f"{what}: outputs")
+        by_name = [expected_grads[name] for name in GRAD_NAMES]
+        if case.spec.kind == SynapseKind.DELTA:
+            by_name[0] = None  # spikes carry no gradient to the input
+        assert_grads_close(grads, by_name, dtype, what)
+
+
+@pytest.mark.parametrize("kind", list(SynapseKind), ids=lambda k: k.name.lower())
+@pytest.mark.parametrize("delays", ["none", "equal"])
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_without_or_with_shared_delays(device, delays, kind):
+    """The dense (cuDNN) path without delays, and one delay for all weights,
+    which the CUDA kernels run per weight."""
+    case = make_case(int(kind) + 140, kind=kind, delays=delays)
+    dtype = torch.float32
+    for steps in sequence_lengths(case):
+        args = sequence_args(case, dtype, steps, graded=True)
+        grad_outputs = output_gradient(case, steps, dtype)
+        got = run_operators(args, device, dtype, grad_outputs)
+        want = run_operators(args, "cpu", dtype, grad_outputs)
+        what = f"{case}, T={steps}"
+        assert_close(got[0], want[0], dtype, f"{what}: outputs")
+        assert torch.equal(got[1].cpu(), want[1]), f"{what}: spike history"
+        assert_close(got[2], want[2], dtype, f"{what}: current history")
+        assert_grads_close(got[3], want[3], dtype, what)
+
+
+@pytest.mark.parametrize("batch, steps", [(0, 3), (2, 0), (0, 0)])
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_of_nothing(device, batch, steps):
+    """An empty batch or no steps: empty outputs, the ring alone as the
+    history, and gradients of the right shapes (zero for the parameters)."""
+    case = make_case(150, kind=SynapseKind.DOUBLE_EXPONENTIAL, batch=batch)
+    dtype = torch.float32
+    args = sequence_args(case, dtype, steps, graded=True)
+    grad_outputs = output_gradient(case, steps, dtype)
+    got = run_operators(args, device, dtype, grad_outputs)
+    want = run_operators(args, "cpu", dtype, grad_outputs)
+    g = case.geometry
+    assert got[0].shape == (steps, batch, case.filters, g.out_height, g.out_width)
+    assert got[1].shape == (case.records + steps, batch, *g.state_shape)
+    assert torch.equal(got[1].cpu(), want[1])
+    assert torch.equal(got[2].cpu(), want[2])
+    for name, grad, expected in zip(GRAD_NAMES, got[3], want[3], strict=True):
+        assert (grad is None) == (expected is None), name
+        if grad is not None:
+            assert grad.shape == expected.shape, name
+            assert torch.equal(grad.cpu(), expected), name
+
+
+def gradcheck_delays(case: Case, shape) -> torch.Tensor:
+    """Delays where the read is smooth: at least 0.15 of a step from every
+    observation and from both bounds, or well beyond them."""
+    rng = torch.Generator().manual_seed(case.seed + 7)
+    dt, top = case.spec.step_time, case.spec.max_delay
+    steps = math.floor(top / dt)
+    inside = torch.randint(0, steps, shape, generator=rng).double()
+    fraction = torch.rand(shape, generator=rng, dtype=torch.float64)
+    delays = dt * (inside + 0.15 + 0.7 * fraction)
+    kind = torch.randint(0, 6, shape, generator=rng)
+    delays = torch.where(kind == 0, top + 0.3 + fraction, delays)
+    return torch.where(kind == 1, -0.3 - fraction, delays)
+
+
+GRADCHECK_MODELS = [
+    (SynapseKind.DELTA, Interpolation.LINEAR, None),
+    (SynapseKind.DELTA_PLUS, Interpolation.LINEAR, 0.7),
+    (SynapseKind.SINGLE_EXPONENTIAL, Interpolation.PREVIOUS, 0.0),
+    (SynapseKind.DOUBLE_EXPONENTIAL, Interpolation.NEAREST, 0.7),
+]
+
+
+@pytest.mark.parametrize(
+    "kind, interp, overbound",
+    GRADCHECK_MODELS,
+    ids=lambda v: v.name.lower() if isinstance(v, SynapseKind | Interpolation) else v,
+)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_gradcheck(device, kind, interp, overbound):
+    """float64 gradcheck with respect to the inputs (the injected current for
+    the delta-plus model), the weight, the bias and the delay. The delta
+    model's input only sets spikes, which have no gradient."""
+    case = make_case(
+        160 + int(kind),
+        kind=kind,
+        interp=interp,
+        batch=1,
+        tolerance=0.0,
+        current_overbound=overbound,
+    )
+    dtype = torch.float64
+    shape = (case.filters, case.geometry.channels, *case.geometry.kernel)
+    args = sequence_args(
+        case, dtype, 3, graded=True, delays=gradcheck_delays(case, shape)
+    )
+    tensors = args.tensors(device, dtype)
+    differentiable = [3, 4, 5, 6, 7]
+    if kind == SynapseKind.DELTA:
+        differentiable.remove(3)
+    leaves = [
+        tensors[i].requires_grad_() for i in differentiable if tensors[i] is not None
+    ]
+    positions = [i for i in differentiable if tensors[i] is not None]
+
+    def outputs(*leaves):
+        call = list(tensors)
+        for index, leaf in zip(positions, leaves, strict=True):
+            call[index] = leaf
+        return torch.ops.delayconv.sequence(*call, *args.config)[0]
+
+    assert torch.autograd.gradcheck(outputs, leaves)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_opcheck(device, requires_grad):
+    for seed in (101, 107):  # delta plus, double exponential
+        case = make_case(seed, current_overbound=0.5)
+        args = sequence_args(case, torch.float32, 3, graded=True)
+        tensors = args.tensors(device, torch.float32)
+        if requires_grad:
+            for index in (3, 4, 5, 6, 7):
+                if tensors[index] is not None:
+                    tensors[index].requires_grad_()
+        torch.library.opcheck(
+            torch.ops.delayconv.sequence.default, (*tensors, *args.config)
+        )
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sequence_backward_opcheck(device):
+    for seed in (100, 107):  # delta, double exponential
+        case = make_case(seed, current_overbound=0.5)
+        args = sequence_args(case, torch.float32, 3, graded=True)
+        tensors = args.tensors(device, torch.float32)
+        _, spikes, currents = torch.ops.delayconv.sequence(*tensors, *args.config)
+        grad_outputs = output_gradient(case, 3, torch.float32).to(device)
+        for mask in ([True] * 5, [False, True, True, False, True]):
+            torch.library.opcheck(
+                torch.ops.delayconv.sequence_backward.default,
+                (
+                    grad_outputs,
+                    spikes,
+                    currents,
+                    tensors[5],
+                    tensors[7],
+                    *args.config,
+                    mask,
+                ),
+            )
+
+
+def sequence_layer(name: str, delayed: bool) -> delayconv.Conv2D:
+    taus = {
+        "SingleExponentialCurrent": (4.0,),
+        "DoubleExponentialCurrent": (6.0, 2.0),
+    }.get(name, ())
+    mode = "linear" if name.startswith("Delta") else "nearest"
+    synapse = getattr(delayconv, name).partialconstructor(1.5, *taus, mode, 0.01)
+    torch.manual_seed(3)
+    return delayconv.Conv2D(
+        9,
+        7,
+        3,
+        4,
+        0.5,
+        (3, 2),
+        stride=(2, 1),
+        padding=1,
+        synapse=synapse,
+        bias=True,
+        delay=2.3 if delayed else None,
+        batch_size=2,
+        delay_init=lambda d: torch.rand_like(d) * 2.8 - 0.2,
+    )
+
+
+@pytest.mark.parametrize("delayed", [True, False], ids=["delays", "no-delays"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_forward_sequence_equals_a_loop_of_forward(device, name, delayed):
+    """forward_sequence on the GPU leaves the outputs and the state that T
+    calls of forward (the step operator) leave."""
+    stepped = sequence_layer(name, delayed).to(device)
+    sequenced = copy.deepcopy(stepped)
+    rng = torch.Generator().manual_seed(4)
+    steps = 11
+    inputs = torch.rand(steps, 2, 3, 9, 7, generator=rng)
+    inputs = (inputs * (inputs < 0.4)).to(device)
+    injected = (torch.rand(steps, 2, 3, 9, 7, generator=rng) - 0.5).to(device)
+    extra = (injected,) if name == "DeltaPlusCurrent" else ()
+    with torch.no_grad():
+        for warm in range(2):  # both continue from the same nonzero state
+            stepped(inputs[warm], *(e[warm] for e in extra))
+            sequenced(inputs[warm], *(e[warm] for e in extra))
+        loop = torch.stack(
+            [stepped(inputs[t], *(e[t] for e in extra)) for t in range(steps)]
+        )
+        together = sequenced.forward_sequence(inputs, *extra)
+    assert together.device.type == device
+    assert_close(together, loop, torch.float32, "outputs")
+    final, expected = sequenced.state_dict(), stepped.state_dict()
+    assert final.keys() == expected.keys()
+    for key, value in expected.items():
+        if value.dtype == torch.bool or value.dtype == torch.long:
+            assert torch.equal(final[key], value), key
+        else:
+            assert_close(final[key], value, torch.float32, key)
 
 
 # ----- the layer ---------------------------------------------------------

@@ -80,7 +80,7 @@ void input_grads(const StepArgs& args,
                  const at::Tensor& observed,
                  at::Tensor& grad_inputs,
                  at::Tensor& grad_injected) {
-  const Update<T> u(args);
+  const SynapseRule<T> u = args.rule<T>();
   const int64_t size =
       steps == 0 ? 0 : observed.numel() / observed.size(0) / steps;
   const T* g_a = observed.const_data_ptr<T>();
@@ -90,29 +90,12 @@ void input_grads(const StepArgs& args,
 
   at::parallel_for(0, size, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
-      T carried_a = T(0);
-      T carried_b = T(0);
+      SynapseState<T> carried{T(0), T(0)};
       for (int64_t t = steps - 1; t >= 0; --t) {
         const int64_t at = t * size + e;
-        switch (u.kind) {
-          case kDelta:
-            // A spike is the input's sign pattern: no gradient flows.
-            if (gx != nullptr) gx[at] = T(0);
-            break;
-          case kDeltaPlus:
-            if (gx != nullptr) gx[at] = g_a[at] * u.charge_per_step;
-            if (gi != nullptr) gi[at] = g_a[at];
-            break;
-          case kSingleExponential:
-            carried_a = g_a[at] + u.decay_a * carried_a;
-            if (gx != nullptr) gx[at] = u.jump * carried_a;
-            break;
-          default:
-            carried_a = g_a[at] + u.decay_a * carried_a;
-            carried_b = g_b[at] + u.decay_b * carried_b;
-            if (gx != nullptr) gx[at] = u.jump * (carried_a + carried_b);
-            break;
-        }
+        const T gradient = input_gradient(u, g_a[at], g_b[at], carried);
+        if (gx != nullptr) gx[at] = gradient;
+        if (gi != nullptr) gi[at] = g_a[at];
       }
     }
   });

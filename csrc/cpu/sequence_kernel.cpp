@@ -51,7 +51,7 @@ void run_updates(const StepArgs& args,
   T* second = currents + (s.recorded > 1 ? length * size : 0);
   const T* injected =
       o.injected.defined() ? o.injected.const_data_ptr<T>() : nullptr;
-  const Update<T> u(args);
+  const SynapseRule<T> u = args.rule<T>();
 
   for (int64_t t = 0; t < steps; ++t) {
     const int64_t was = (s.records + t - 1) * size;

@@ -52,7 +52,7 @@ void update_ring(const StepArgs& args,
       o.injected.defined() ? o.injected.const_data_ptr<T>() : nullptr;
   T* out = current.defined() ? current.data_ptr<T>() : nullptr;
   if (o.input.scalar_type() == at::kBool) {
-    update_observation<T, bool>(Update<T>(args),
+    update_observation<T, bool>(args.rule<T>(),
                                 size,
                                 o.input.const_data_ptr<bool>(),
                                 injected,
@@ -60,7 +60,7 @@ void update_ring(const StepArgs& args,
                                 now,
                                 out);
   } else {
-    update_observation<T, T>(Update<T>(args),
+    update_observation<T, T>(args.rule<T>(),
                              size,
                              o.input.const_data_ptr<T>(),
                              injected,
