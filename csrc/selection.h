@@ -12,10 +12,12 @@
 #include <cmath>
 #include <cstdint>
 
+// Forced inline on both sides: called once per element in the kernels' inner
+// loops, a helper left out of line costs a call and keeps the loop scalar.
 #if defined(__CUDACC__)
 #define DC_HOST_DEVICE __host__ __device__ __forceinline__
 #else
-#define DC_HOST_DEVICE inline
+#define DC_HOST_DEVICE inline __attribute__((always_inline))
 #endif
 
 namespace delayconv {
