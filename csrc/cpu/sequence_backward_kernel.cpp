@@ -274,8 +274,15 @@ sequence_backward_cpu(const at::Tensor& grad_outputs_in,
   const std::vector<int64_t> input_shape = {
       steps, s.batch, s.channels, s.height, s.width};
   const bool wants_injected = mask[kInjected] && args.kind == kDeltaPlus;
-  at::Tensor grad_inputs =
-      mask[kInputs] ? at::empty(input_shape, options) : at::Tensor();
+  // The delta model observes only the input's nonzero pattern, which has no
+  // gradient: its inputs' gradient is zero, and no transposed convolution
+  // needs to run for it.
+  const bool zero_inputs = args.kind == kDelta;
+  at::Tensor grad_inputs;
+  if (mask[kInputs]) {
+    grad_inputs = zero_inputs ? at::zeros(input_shape, options)
+                              : at::empty(input_shape, options);
+  }
   at::Tensor grad_injected =
       wants_injected ? at::empty(input_shape, options) : at::Tensor();
   at::Tensor grad_weight =
@@ -288,7 +295,8 @@ sequence_backward_cpu(const at::Tensor& grad_outputs_in,
 
   AT_DISPATCH_FLOATING_TYPES(
       weight.scalar_type(), "delayconv_sequence_backward", [&] {
-        if (grad_inputs.defined() || grad_injected.defined()) {
+        if ((grad_inputs.defined() && !zero_inputs) ||
+            grad_injected.defined()) {
           const at::Tensor observed =
               observation_grads<scalar_t>(args, s, o, steps, grad_outputs);
           input_grads<scalar_t>(
