@@ -12,6 +12,7 @@ layer large enough for the kernels' parallel loops to split, on two threads.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import random
 import warnings
@@ -143,6 +144,61 @@ def test_compiled_step_in_parallel_equals_reference(dtype, device, rng):
         config, batch_size=3, channels=2, height=37, width=41, filters=2
     )
     run_both(config, dtype, device, rng)
+
+
+def delta_model(rng: random.Random) -> ModelConfig:
+    return ModelConfig(
+        "DeltaCurrent",
+        mode=rng.choice(["previous", "nearest", "linear"]),
+        tolerance=rng.choice([0.0, 0.05]),
+        current_overbound=rng.choice([0.0, None, 0.3]),
+        charge=rng.choice([1.5, -0.5]),
+    )
+
+
+# The CPU runs a delta synapse with per-weight delays either by scattering
+# each spike's taps (sparse spikes) or by the direct convolution; the density
+# of the spikes chooses, and DELAYCONV_SPIKE_EVENTS forces one of them.
+@pytest.mark.usefixtures("single_thread")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("events", ["1", "0"])
+@pytest.mark.parametrize("trial", range(8))
+def test_both_delta_kernels_step_like_the_reference(
+    trial, events, dtype, rng, monkeypatch
+):
+    monkeypatch.setenv("DELAYCONV_SPIKE_EVENTS", events)
+    config = random_layer(rng, model=delta_model(rng), delay=rng.choice([1.1, 3.0]))
+    run_both(config, dtype, "cpu", rng)
+
+
+@pytest.mark.usefixtures("two_threads")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sparse_delta_sequence_runs_like_the_reference(dtype, rng, monkeypatch):
+    """At 3% density the density rule picks the event-driven kernel by itself
+    (in step and sequence mode); forcing either kernel must not change the
+    numbers."""
+    config = random_layer(rng, model=delta_model(rng), delay=2.3, step_time=1.0)
+    config = dataclasses.replace(
+        config, batch_size=2, channels=3, height=29, width=31, filters=5, stride=(1, 1)
+    )
+    layer, _ = matched_layers(config, dtype, "cpu", uniform=False)
+    steps = 2 * config.records + 3
+    xs = random_input((steps, *config.input_shape), graded=False, density=0.03)
+    xs = xs.to(dtype)
+    outputs = {}
+    for events in ("", "1", "0", "reference"):
+        monkeypatch.setenv("DELAYCONV_SPIKE_EVENTS", events)
+        conv = copy.deepcopy(layer)
+        name = "reference" if events == "reference" else "compiled"
+        with delayconv.backend(name), torch.no_grad():
+            half = steps // 2
+            stepped = torch.stack([conv(x) for x in xs[:half]])
+            outputs[events] = torch.cat([stepped, conv.forward_sequence(xs[half:])])
+    want = outputs.pop("reference")
+    tolerance = TOLERANCE[dtype]
+    scale = want.abs().max().item() + 1.0
+    for got in outputs.values():
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance * scale)
 
 
 @pytest.mark.usefixtures("single_thread")

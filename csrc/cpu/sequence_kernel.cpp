@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include "cpu/direct_conv.h"
+#include "cpu/event_conv.h"
 #include "cpu/operands.h"
 #include "cpu/selected_image.h"
 #include "cpu/synapse_update.h"
@@ -90,6 +91,17 @@ at::Tensor convolve_steps(const StepArgs& args,
                              o.weight.options());
   const T* bias = o.bias.has_value() ? o.bias->const_data_ptr<T>() : nullptr;
   const Planes planes(args, s);
+  SpikeEvents events;
+  if (args.kind == kDelta && prefer_events(spike_history.const_data_ptr<bool>(),
+                                           s.records + steps,
+                                           s.records + steps - 1,
+                                           s,
+                                           planes,
+                                           events)) {
+    forward_events<T>(
+        s, planes, table, events, where, steps, bias, out.data_ptr<T>());
+    return out;
+  }
   const Staged<T> staged =
       stage_history<T>(args, s, steps, spike_history, current_history);
   forward_planes<T>(s, planes, table, staged, steps, bias, out.data_ptr<T>());

@@ -7,7 +7,8 @@
 //   form one image, and ATen's convolution (oneDNN) convolves it fastest;
 // - per-weight delays: every weight reads its own ring slot, so the direct
 //   convolution of direct_conv.h accumulates each output plane from the taps
-//   of its filter.
+//   of its filter; for a delta synapse over sparse spikes, the event-driven
+//   one of event_conv.h adds each spike's taps instead.
 
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -15,6 +16,7 @@
 #include <torch/library.h>
 
 #include "cpu/direct_conv.h"
+#include "cpu/event_conv.h"
 #include "cpu/operands.h"
 #include "cpu/selected_image.h"
 #include "cpu/synapse_update.h"
@@ -86,6 +88,17 @@ at::Tensor per_weight_delays(const StepArgs& args,
   const T* bias_data = bias.has_value() ? bias->const_data_ptr<T>() : nullptr;
   const Observations where{head, s.records, spike_ring.numel() / s.records};
   const Planes planes(args, s);
+  SpikeEvents events;
+  if (args.kind == kDelta && prefer_events(spike_ring.const_data_ptr<bool>(),
+                                           s.records,
+                                           head,
+                                           s,
+                                           planes,
+                                           events)) {
+    forward_events<T>(
+        s, planes, table, events, where, 1, bias_data, out.data_ptr<T>());
+    return out;
+  }
   const Staged<T> staged =
       args.kind == kDelta
           ? stage<T, bool>(spike_ring.const_data_ptr<bool>(),
