@@ -2,14 +2,17 @@
 # One-shot check on a machine with an NVIDIA GPU: builds delayconv with the
 # python3 found there (a CUDA build of torch, no network), runs the CUDA
 # tests, times the GPU step and a training sequence, and prints a short table
-# last. Budget: about 8 minutes in all (the phases' limits add up to 455 s).
-# The log goes to $OUT/gpu_check.log when OUT is set.
+# last. Budget: 8 minutes in all (the phases' limits add up to 470 s).
+# The log goes to $OUT/gpu_check.log, and the benchmark's table, JSON and
+# plots to $OUT/bench, when OUT is set.
 #
 #   bash benchmarks/gpu_check.sh
 #
 # Environment: PYTHON (default python3); MAX_JOBS (default: all cores);
 # TORCH_CUDA_ARCH_LIST (default: the visible GPU's architecture);
-# BENCH_ARGS, extra arguments for `python -m benchmarks`.
+# BENCH_ARGS, the arguments of `python -m benchmarks` (default: the step of
+# the layers the GPU targets name, each against conv2d, conv2d plus the
+# synapse update, and the dense conv3d, within the phase's limit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,12 +64,12 @@ PY
 # An editable build puts the extension next to the sources, so that the tests
 # and benchmarks, run from the checkout, import it. setup.py build_ext is the
 # fallback where pip cannot make an editable install offline.
-phase build 200 bash -c '"$0" -m pip install --quiet --no-build-isolation \
+phase build 170 bash -c '"$0" -m pip install --quiet --no-build-isolation \
   --no-deps --no-index -e . || "$0" setup.py build_ext --inplace' "$python"
 
 if "$python" -c "import pytest" 2>/dev/null; then
   # Only the CUDA cases: the CPU ones run in CI.
-  phase tests 180 "$python" -m pytest tests/test_cuda.py -m cuda -q -rs \
+  phase tests 150 "$python" -m pytest tests/test_cuda.py -m cuda -q -rs \
     -p no:cacheprovider
   tests_line=$(tail -n 1 "$work/tests.log")  # pytest's count of outcomes
 else
@@ -169,11 +172,19 @@ for name, sizes in LAYERS.items():
     train_ms = timed(train, repeats=10)
     print(f"{name:8} {STEPS:3d} {forward_ms:11.3f} {train_ms:11.3f}")
 PY
+# Every (case, implementation) pair starts a process of its own, so the
+# default keeps to one mode and one synapse model to fit the limit.
+default_bench="--mode step --synapse delta --layer nmnist nmnist-d10 hidden hidden-d5
+  large-d16 --impl delayconv conv2d conv2d+update conv3d --sweep-layer none
+  --repeats 20 --budget 2"
+bench_out=()
+[ -z "${OUT:-}" ] || bench_out=(--out "$OUT/bench")
 if [ -f benchmarks/__main__.py ]; then
-  # shellcheck disable=SC2086  # BENCH_ARGS is a list of words
-  phase bench 75 "$python" -m benchmarks --device cuda ${BENCH_ARGS:-}
+  # shellcheck disable=SC2086  # the arguments are a list of words
+  phase bench 150 "$python" -m benchmarks --device cuda ${BENCH_ARGS:-$default_bench} \
+    "${bench_out[@]}"
 else
-  phase bench 75 "$python" "$work/timing.py"
+  phase bench 150 "$python" "$work/timing.py"
 fi
 
 echo
