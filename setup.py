@@ -81,7 +81,9 @@ build_cuda = want_cuda(cuda_home)
 if build_cuda:
     os.environ["CUDA_HOME"] = cuda_home
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
-        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0"
+        # Hopper's machine code, and its PTX, which the driver of a newer GPU
+        # compiles when the extension loads.
+        os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
 
 # cpp_extension reads CUDA_HOME when imported, so it is imported only now.
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402

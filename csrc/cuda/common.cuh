@@ -6,11 +6,15 @@
 // registered with its own file's device code.
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_convolution.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
+#include <optional>
 
 namespace delayconv {
 namespace cuda {
@@ -40,6 +44,35 @@ inline at::Tensor readable_input(const at::Tensor& input,
     return input.contiguous();
   }
   return input.to(dtype).contiguous();
+}
+
+// ATen's 2-D convolution of the undelayed path, in IEEE float32. With
+// torch.backends.cudnn.allow_tf32 on (torch's default), cuDNN rounds float32
+// operands to 10-bit mantissas on Ampere and newer GPUs, which would put the
+// undelayed path about 1e-3 away from the delayed kernels, the CPU and the
+// reference library; the other cuDNN settings are the user's, as in conv2d.
+inline at::Tensor ieee_conv2d(const at::Tensor& input,
+                              const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias,
+                              const std::array<int64_t, 2>& stride,
+                              const std::array<int64_t, 2>& padding,
+                              const std::array<int64_t, 2>& dilation) {
+  const at::Context& context = at::globalContext();
+  const std::array<int64_t, 2> no_output_padding = {0, 0};
+  return at::_convolution(
+      input,
+      weight,
+      bias,
+      stride,
+      padding,
+      dilation,
+      /*transposed=*/false,
+      no_output_padding,
+      /*groups=*/1,
+      context.benchmarkCuDNN(),
+      context.deterministicCuDNN() || context.deterministicAlgorithms(),
+      context.userEnabledCuDNN(),
+      /*allow_tf32=*/false);
 }
 
 inline void check_cuda_weight(const char* op, const at::Tensor& weight) {

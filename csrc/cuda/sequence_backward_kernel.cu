@@ -59,6 +59,11 @@ constexpr int64_t kPositionsPerThread = 16;
 // Chunks of the positions cannot outnumber the grid's second dimension.
 constexpr int64_t kMaxChunks = 65535;
 
+// Elements of the weights' partial sums (two per weight and chunk) past which
+// chunks grow longer rather than more numerous: wide layers over long
+// sequences would otherwise need a buffer many times the output gradient.
+constexpr int64_t kMaxPartial = int64_t{1} << 26;
+
 // How one weight reads the history, in steps back from the newest
 // observation of each step: its forward read (older, newer) with the
 // coefficients d(read)/d(weight), the neighbours of the read's slope with
@@ -528,8 +533,10 @@ at::Tensor correlate(const StepArgs& args,
   const Geometry g = make_geometry(args, s, steps);
   const int64_t weights = h.weight.numel();
   const int64_t positions = g.images * s.out_h * s.out_w;
-  chunks =
-      std::min(ceil_div(positions, kThreads * kPositionsPerThread), kMaxChunks);
+  chunks = std::min(
+      {ceil_div(positions, kThreads * kPositionsPerThread),
+       kMaxChunks,
+       std::max<int64_t>(1, kMaxPartial / std::max<int64_t>(1, 2 * weights))});
   const int64_t per_chunk = chunks > 0 ? ceil_div(positions, chunks) : 0;
   const at::Tensor partial = at::empty(
       {weights * chunks * 2},

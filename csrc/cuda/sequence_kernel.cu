@@ -19,7 +19,6 @@
 #include <ATen/TensorOperators.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/arange.h>
-#include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/index_select.h>
 #include <ATen/ops/remainder.h>
@@ -221,12 +220,12 @@ at::Tensor convolve_steps(const StepArgs& args,
                                   : h.currents[0].narrow(0, s.records, steps);
     const at::Tensor batched =
         images.view({steps * s.batch, s.channels, s.height, s.width});
-    return at::conv2d(batched,
-                      o.weight,
-                      o.bias,
-                      args.stride,
-                      args.padding,
-                      args.dilation)
+    return ieee_conv2d(batched,
+                       o.weight,
+                       o.bias,
+                       args.stride,
+                       args.padding,
+                       args.dilation)
         .view(shape);
   }
 

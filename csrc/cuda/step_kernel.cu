@@ -13,15 +13,15 @@
 // host would synchronize the stream and break CUDA graph capture.
 //
 // Without delays the update also writes the newest current as an image and
-// ATen's convolution (cuDNN) convolves it; launches 3 and 4 do not run. The
-// CPU kernel also hands one shared delay to a dense convolution, but finding
-// out that all delays are equal would copy a flag to the host every step, a
-// synchronization; here the per-weight kernel handles that case as well.
+// ATen's convolution (cuDNN, in IEEE float32) convolves it; launches 3 and 4
+// do not run. The CPU kernel also hands one shared delay to a dense
+// convolution, but finding out that all delays are equal would copy a flag to
+// the host every step, a synchronization; here the per-weight kernel handles
+// that case as well.
 
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/conv2d.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -176,7 +176,7 @@ at::Tensor run_step(const StepArgs& args,
         if (s.batch == 0 || s.filters == 0) {
           out = at::empty(out_shape, weight.options());
         } else if (!delay_in.has_value()) {
-          out = at::conv2d(
+          out = ieee_conv2d(
               image, weight, bias, args.stride, args.padding, args.dilation);
         } else {
           out = at::empty(out_shape, weight.options());
