@@ -47,6 +47,22 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
     return random.Random(seed)
 
 
+@pytest.fixture(autouse=True)
+def ieee_float32_on_gpus():
+    """Keeps torch's own GPU convolutions and products in IEEE float32.
+
+    The compiled kernels never use TF32, but the pure-PyTorch reference and
+    the oracles built from ``conv2d`` follow torch's settings, whose cuDNN
+    default rounds float32 operands to 10-bit mantissas on Ampere and newer:
+    about 1e-3 off, a hundred times the float32 tolerance.
+    """
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
 @pytest.fixture
 def single_thread():
     """Runs a test on one intra-op thread.

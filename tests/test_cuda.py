@@ -716,6 +716,59 @@ def test_sequence_matches_cpu_operator(device, dtype, case):
         assert_grads_close(got[3], want[3], dtype, what)
 
 
+def sized_case(seed: int, size: str) -> Case:
+    """A random model on a layer sized to reach a kernel path the small
+    cases do not: ``wide`` has more taps per filter (32 x 3 x 3) and per
+    input channel (40 x 3 x 3) than one shared-memory stage holds and, over
+    8 steps, more output positions than one chunk of the weights' gradient;
+    ``ring1`` and ``ring2`` keep one and two observations (max delay 0 and
+    one step), the shortest rings."""
+    case = make_case(seed)
+    if size == "wide":
+        geometry = ConvGeometry(
+            channels=32,
+            height=16,
+            width=16,
+            kernel=(3, 3),
+            stride=(1, 1),
+            padding=(1, 1),
+            dilation=(1, 1),
+        )
+        return dataclasses.replace(case, geometry=geometry, filters=40, batch=4)
+    steps_back = {"ring1": 0, "ring2": 1}[size]
+    spec = dataclasses.replace(case.spec, max_delay=steps_back * case.spec.step_time)
+    return dataclasses.replace(case, spec=spec)
+
+
+SIZED_CASES = [
+    sized_case(seed, size)
+    for seed, size in [(150, "wide"), (155, "wide"), (160, "ring1"), (161, "ring2")]
+]
+
+
+@pytest.mark.parametrize("case", SIZED_CASES, ids=str)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_only)])
+def test_sized_layers_step_like_the_cpu_operator(device, case):
+    dtype = torch.float32
+    steps = case.records + 3
+    run_against(case, device, dtype, steps, lambda: OpEngine(case, "cpu", dtype))
+
+
+@pytest.mark.parametrize("case", SIZED_CASES, ids=str)
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
+def test_sized_layers_sequence_like_the_cpu_operator(device, case):
+    dtype = torch.float64
+    steps = 8
+    args = sequence_args(case, dtype, steps, graded=True)
+    grad_outputs = output_gradient(case, steps, dtype)
+    got = run_operators(args, device, dtype, grad_outputs)
+    want = run_operators(args, "cpu", dtype, grad_outputs)
+    assert_close(got[0], want[0], dtype, f"{case}: outputs")
+    assert torch.equal(got[1].cpu(), want[1]), f"{case}: spike history"
+    assert_close(got[2], want[2], dtype, f"{case}: current history")
+    assert_grads_close(got[3], want[3], dtype, str(case))
+
+
 @pytest.mark.parametrize("seed", range(130, 142))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
