@@ -696,6 +696,21 @@ def sequence_lengths(case: Case) -> list[int]:
 SEQUENCE_CASES = [make_case(seed) for seed in range(100, 124)]
 
 
+def assert_sequence_like_cpu(case, device, dtype, steps: int, *, graded: bool) -> None:
+    """The sequence operator and its backward on ``device`` against the CPU
+    operators, in the same dtype: outputs, both histories, every gradient."""
+    args = sequence_args(case, dtype, steps, graded=graded)
+    grad_outputs = output_gradient(case, steps, dtype)
+    got = run_operators(args, device, dtype, grad_outputs)
+    want = run_operators(args, "cpu", dtype, grad_outputs)
+    what = f"{case}, T={steps}"
+    assert got[0].device.type == device
+    assert_close(got[0], want[0], dtype, f"{what}: outputs")
+    assert torch.equal(got[1].cpu(), want[1]), f"{what}: spike history"
+    assert_close(got[2], want[2], dtype, f"{what}: current history")
+    assert_grads_close(got[3], want[3], dtype, what)
+
+
 @pytest.mark.parametrize("case", SEQUENCE_CASES, ids=str)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
@@ -704,16 +719,7 @@ def test_sequence_matches_cpu_operator(device, dtype, case):
     the same dtype; the delays are distinct, some on an observation and some
     beyond either bound."""
     for steps in sequence_lengths(case):
-        args = sequence_args(case, dtype, steps, graded=case.seed % 3 == 0)
-        grad_outputs = output_gradient(case, steps, dtype)
-        got = run_operators(args, device, dtype, grad_outputs)
-        want = run_operators(args, "cpu", dtype, grad_outputs)
-        what = f"{case}, T={steps}"
-        assert got[0].device.type == device
-        assert_close(got[0], want[0], dtype, f"{what}: outputs")
-        assert torch.equal(got[1].cpu(), want[1]), f"{what}: spike history"
-        assert_close(got[2], want[2], dtype, f"{what}: current history")
-        assert_grads_close(got[3], want[3], dtype, what)
+        assert_sequence_like_cpu(case, device, dtype, steps, graded=case.seed % 3 == 0)
 
 
 def sized_case(seed: int, size: str) -> Case:
@@ -757,16 +763,7 @@ def test_sized_layers_step_like_the_cpu_operator(device, case):
 @pytest.mark.parametrize("case", SIZED_CASES, ids=str)
 @pytest.mark.parametrize("device", [pytest.param("cuda", marks=cuda_sequence)])
 def test_sized_layers_sequence_like_the_cpu_operator(device, case):
-    dtype = torch.float64
-    steps = 8
-    args = sequence_args(case, dtype, steps, graded=True)
-    grad_outputs = output_gradient(case, steps, dtype)
-    got = run_operators(args, device, dtype, grad_outputs)
-    want = run_operators(args, "cpu", dtype, grad_outputs)
-    assert_close(got[0], want[0], dtype, f"{case}: outputs")
-    assert torch.equal(got[1].cpu(), want[1]), f"{case}: spike history"
-    assert_close(got[2], want[2], dtype, f"{case}: current history")
-    assert_grads_close(got[3], want[3], dtype, str(case))
+    assert_sequence_like_cpu(case, device, torch.float64, 8, graded=True)
 
 
 @pytest.mark.parametrize("seed", range(130, 142))
